@@ -1,0 +1,5 @@
+import sys
+
+from rpo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""`rpo`: one subcommand per pipeline stage; the Snakemake rules call these. Imports stay lazy so jobs start fast."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _config(args) -> dict:
+    from rpo import config
+
+    return config.load(args.config)
+
+
+def _cell(args) -> dict:
+    return {"model": args.model, "method": args.method, "ablation": args.ablation, "seed": args.seed}
+
+
+def cmd_config(args) -> None:
+    import yaml
+
+    from rpo import config
+
+    raw = json.loads(args.json) if args.json else yaml.safe_load(Path(args.config).read_text())
+    cfg = config.resolve(raw, source=args.config or "snakemake config")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"config '{cfg['name']}' is valid: {len(config.runs(cfg))} training runs")
+
+
+def cmd_prepare_data(args) -> None:
+    from rpo import data
+
+    manifest = data.prepare(_config(args), args.out_dir)
+    print(json.dumps(manifest["rows"]))
+
+
+def cmd_init_model(args) -> None:
+    from rpo import reference
+
+    reference.init_model(_config(args), args.model, args.train, args.out_dir)
+
+
+def cmd_ref_logprobs(args) -> None:
+    from rpo import reference
+
+    reference.compute_ref_logprobs(_config(args), args.model, args.model_dir, args.train, args.out)
+
+
+def cmd_train(args) -> None:
+    from rpo import train
+
+    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir)
+    print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
+
+
+def cmd_generate(args) -> None:
+    from rpo import generate
+
+    generate.generate(_config(args), _cell(args), args.model_dir, args.eval, args.out)
+
+
+def cmd_score(args) -> None:
+    from rpo import score
+
+    print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out)["metrics"]))
+
+
+def cmd_report(args) -> None:
+    from rpo import report
+
+    print(report.table2(_config(args), args.scores, args.out_md, args.out_csv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rpo", description="RPO reproduction pipeline: one subcommand per stage.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+
+    def step(name, func, help_text, cell=False, config=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument("--config", required=True, help="config YAML (validated against the schema)")
+        if cell:
+            p.add_argument("--model", required=True)
+            p.add_argument("--method", required=True)
+            p.add_argument("--ablation", default="default")
+            p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(func=func)
+        return p
+
+    p = step("config", cmd_config, "validate a config and write it with every default filled in", config=False)
+    p.add_argument("--config", help="config YAML")
+    p.add_argument("--json", help="config as JSON (what Snakemake resolved, overrides included)")
+    p.add_argument("--out", help="where to write the resolved config")
+
+    p = step("prepare-data", cmd_prepare_data, "build train/eval tables, standardised rewards and a manifest")
+    p.add_argument("--out-dir", required=True)
+
+    p = step("init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", required=True, help="train.parquet (a tiny model's tokenizer is built from it)")
+    p.add_argument("--out-dir", required=True)
+
+    p = step("ref-logprobs", cmd_ref_logprobs, "compute and cache reference log-probs of every training row")
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step("train", cmd_train, "train one (model, method, ablation, seed) cell", cell=True)
+    p.add_argument("--init", required=True, help="reference/initial model folder")
+    p.add_argument("--train", required=True)
+    p.add_argument("--ref", help="cached reference log-probs (methods that need them)")
+    p.add_argument("--out-dir", required=True)
+
+    p = step("generate", cmd_generate, "generate on the held-out prompts", cell=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--eval", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step("score", cmd_score, "score generations (ROUGE-L, Distinct-2, length)", cell=True)
+    p.add_argument("--generations", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step("report", cmd_report, "write Table II (Markdown + CSV) from score files")
+    p.add_argument("--scores", nargs="+", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-csv", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rpo.errors import ConfigError, DataError
+
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

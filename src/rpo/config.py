@@ -1,0 +1,123 @@
+"""Config loading and validation: one JSON Schema (workflow/schemas/config.schema.yaml) for every config."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from rpo.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _defaulting_validator():
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if key not in instance and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_defaults})
+
+
+def _key_of(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(k for k in error.instance if k not in allowed)
+        if unknown:
+            return ".".join(filter(None, [path, unknown[0]]))
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            return ".".join(filter(None, [path, missing[0]]))
+    return path or "<top level>"
+
+
+def _describe(error) -> str:
+    key = _key_of(error)
+    if error.validator == "additionalProperties":
+        return f"config key '{key}': unknown key (allowed: {', '.join(sorted(error.schema.get('properties', {})))})"
+    if error.validator == "required":
+        return f"config key '{key}': required key is missing"
+    return f"config key '{key}': {error.message}"
+
+
+def resolve(raw: dict, source: str = "config") -> dict:
+    """Validate a config dict and return a deep copy with every default filled in."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
+    cfg = copy.deepcopy(raw)
+    validator = _defaulting_validator()(load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors)
+        raise ConfigError(f"{source}: invalid config\n  {lines}")
+    _check_cross_references(cfg, source)
+    return cfg
+
+
+def _check_cross_references(cfg: dict, source: str) -> None:
+    if "default" not in cfg["ablations"]:
+        raise ConfigError(f"{source}: config key 'ablations.default': required (the unablated runs behind Table II; may be {{}})")
+    for name, ablation in cfg["ablations"].items():
+        for method in ablation.get("methods", []):
+            if method not in cfg["methods"]:
+                raise ConfigError(
+                    f"{source}: config key 'ablations.{name}.methods': '{method}' is not one of methods {cfg['methods']}"
+                )
+    for name, model in cfg["models"].items():
+        if model["source"] == "pretrained" and not model.get("path"):
+            raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return resolve(raw, source=str(path))
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def for_ablation(cfg: dict, ablation: str) -> dict:
+    """The config one ablation's runs see: its overrides merged in and validated again."""
+    if ablation not in cfg["ablations"]:
+        raise ConfigError(f"config key 'ablations.{ablation}': no such ablation (have {sorted(cfg['ablations'])})")
+    override = {k: v for k, v in cfg["ablations"][ablation].items() if k != "methods"}
+    return resolve(deep_merge(cfg, override), source=f"ablation '{ablation}'")
+
+
+def runs(cfg: dict) -> list[dict]:
+    """Every (model, method, ablation, seed) cell the config asks for."""
+    cells = []
+    for ablation, spec in cfg["ablations"].items():
+        methods = spec.get("methods", cfg["methods"])
+        for model in cfg["models"]:
+            for method in methods:
+                for seed in cfg["seeds"]:
+                    cells.append(dict(model=model, method=method, ablation=ablation, seed=seed))
+    return cells

@@ -1,0 +1,9 @@
+"""Errors a user can act on; each message names the file, row or config key at fault."""
+
+
+class ConfigError(ValueError):
+    """A config failed validation; the message names the offending key."""
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and field."""

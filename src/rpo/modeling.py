@@ -1,0 +1,164 @@
+"""Models and tokenizers for both architectures: build tiny ones, load any, score response tokens.
+
+Everything loads through AutoTokenizer / AutoModelForCausalLM / AutoModelForSeq2SeqLM, the same
+code path that loads hub checkpoints on a cluster.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on the given texts with the `tokenizers` library."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def build_tiny_model(arch: str, tokenizer, spec: dict, seed: int = 0):
+    """A randomly initialised Llama-style decoder or T5-style encoder-decoder."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, T5Config
+
+    torch.manual_seed(seed)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if arch == "causal":
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec["hidden_size"],
+            intermediate_size=spec["intermediate_size"],
+            num_hidden_layers=spec["num_layers"],
+            num_attention_heads=spec["num_heads"],
+            num_key_value_heads=spec["num_heads"],
+            max_position_embeddings=1024,
+            bos_token_id=tokenizer.bos_token_id,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        return AutoModelForCausalLM.from_config(config)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=spec["hidden_size"],
+        d_kv=spec["hidden_size"] // spec["num_heads"],
+        d_ff=spec["intermediate_size"],
+        num_layers=spec["num_layers"],
+        num_decoder_layers=spec["num_layers"],
+        num_heads=spec["num_heads"],
+        feed_forward_proj="gated-gelu",
+        decoder_start_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **ids,
+    )
+    return AutoModelForSeq2SeqLM.from_config(config)
+
+
+POINTER = "pretrained.json"
+
+
+def save_pointer(out_dir: str | Path, path: str) -> None:
+    """For a pretrained model the init step records where it lives instead of copying gigabytes."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / POINTER).write_text(json.dumps({"path": path}))
+
+
+def load(path: str | Path, arch: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    pointer = Path(path) / POINTER
+    if pointer.exists():
+        path = json.loads(pointer.read_text())["path"]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    auto = AutoModelForCausalLM if arch == "causal" else AutoModelForSeq2SeqLM
+    return auto.from_pretrained(path), tokenizer
+
+
+@dataclass
+class Batch:
+    """Tokenised (prompt, response) pairs; `response_mask` marks the tokens that are scored."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    labels: torch.Tensor | None = None  # seq2seq only: decoder targets, padding = pad id
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_mask), move(self.labels))
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def encode(tokenizer, arch: str, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int) -> Batch:
+    """Dynamic padding to the longest pair in the batch; the response ends with EOS."""
+    prompt_ids = [ids[-max_prompt_len:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    response_ids = [ids[: max_response_len - 1] + [tokenizer.eos_token_id] for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
+    pad = tokenizer.pad_token_id
+    if arch == "causal":
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+        masks = [[0] * len(p) + [1] * len(r) for p, r in zip(prompt_ids, response_ids)]
+        return Batch(_pad(seqs, pad), _pad([[1] * len(s) for s in seqs], 0), _pad(masks, 0))
+    enc = [p + [tokenizer.eos_token_id] for p in prompt_ids]
+    return Batch(
+        input_ids=_pad(enc, pad),
+        attention_mask=_pad([[1] * len(e) for e in enc], 0),
+        response_mask=_pad([[1] * len(r) for r in response_ids], 0),
+        labels=_pad(response_ids, pad),
+    )
+
+
+def encode_prompts(tokenizer, arch: str, prompts: list[str], max_prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts for generation: left-padded for causal models, EOS-terminated for encoder-decoders."""
+    ids = [p[-max_prompt_len:] for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    if arch == "seq2seq":
+        ids = [p + [tokenizer.eos_token_id] for p in ids]
+        return _pad(ids, tokenizer.pad_token_id), _pad([[1] * len(p) for p in ids], 0)
+    width = max(len(p) for p in ids)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in ids], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids], dtype=torch.long)
+    return input_ids, mask
+
+
+def token_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each scored token and the mask that says which are scored, both [B, T]."""
+    if batch.labels is None:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        targets, mask = batch.input_ids[:, 1:], batch.response_mask[:, 1:]
+    else:
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids).logits
+        targets, mask = batch.labels, batch.response_mask
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logps * mask, mask
+
+
+def sequence_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-prob and response token count per sequence."""
+    logps, mask = token_logprobs(model, batch)
+    return logps.sum(-1), mask.sum(-1)
+
+
+def reduce(sum_logp: torch.Tensor, n_tokens: torch.Tensor, reduction: str) -> torch.Tensor:
+    """`sum` over response tokens (default) or `mean` (the released code's choice)."""
+    return sum_logp if reduction == "sum" else sum_logp / n_tokens.clamp(min=1)

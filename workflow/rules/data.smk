@@ -1,0 +1,57 @@
+rule resolve_config:
+    output:
+        CONFIG_FILE,
+    params:
+        config_json=json.dumps(CFG, sort_keys=True),
+    log:
+        f"{RESULTS}/logs/resolve_config.log",
+    resources:
+        mem_mb=500,
+    shell:
+        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+
+
+rule prepare_data:
+    input:
+        config=CONFIG_FILE,
+    output:
+        train=f"{RESULTS}/data/train.parquet",
+        eval=f"{RESULTS}/data/eval.parquet",
+        manifest=f"{RESULTS}/data/manifest.json",
+    log:
+        f"{RESULTS}/logs/prepare_data.log",
+    resources:
+        mem_mb=2000,
+    shell:
+        "rpo prepare-data --config {input.config} --out-dir $(dirname {output.train}) 2>&1 | tee {log}"
+
+
+rule init_model:
+    input:
+        config=CONFIG_FILE,
+        train=rules.prepare_data.output.train,
+    output:
+        directory(f"{RESULTS}/{{model}}/reference"),
+    log:
+        f"{RESULTS}/logs/{{model}}/init_model.log",
+    resources:
+        mem_mb=2000,
+    shell:
+        "rpo init-model --config {input.config} --model {wildcards.model} --train {input.train} "
+        "--out-dir {output} 2>&1 | tee {log}"
+
+
+rule reference_logprobs:
+    input:
+        config=CONFIG_FILE,
+        model=rules.init_model.output,
+        train=rules.prepare_data.output.train,
+    output:
+        f"{RESULTS}/{{model}}/reference_logprobs.parquet",
+    log:
+        f"{RESULTS}/logs/{{model}}/reference_logprobs.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "rpo ref-logprobs --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+        "--train {input.train} --out {output} 2>&1 | tee {log}"

@@ -1,0 +1,17 @@
+rule train:
+    input:
+        config=CONFIG_FILE,
+        init=rules.init_model.output,
+        train=rules.prepare_data.output.train,
+        ref=rules.reference_logprobs.output,
+    output:
+        model=directory(f"{RUN_DIR}/model"),
+        summary=f"{RUN_DIR}/train.json",
+    log:
+        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/train.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "rpo train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
+        "--ablation {wildcards.ablation} --seed {wildcards.seed} --init {input.init} --train {input.train} "
+        "--ref {input.ref} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
