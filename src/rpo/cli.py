@@ -25,8 +25,11 @@ def cmd_config(args) -> None:
     raw = json.loads(args.json) if args.json else yaml.safe_load(Path(args.config).read_text())
     cfg = config.resolve(raw, source=args.config or "snakemake config")
     if args.out:
+        from rpo import tracking
+
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tracking.experiment_id(cfg["mlflow"]["experiment"])  # create the store once, before jobs run in parallel
     print(f"config '{cfg['name']}' is valid: {len(config.runs(cfg))} training runs")
 
 

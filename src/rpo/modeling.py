@@ -62,7 +62,7 @@ def build_tiny_model(arch: str, tokenizer, spec: dict, seed: int = 0):
         num_heads=spec["num_heads"],
         feed_forward_proj="gated-gelu",
         decoder_start_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,  # rescales the output by d_model**-0.5: sane logits at random init
         **ids,
     )
     return AutoModelForSeq2SeqLM.from_config(config)
@@ -89,6 +89,16 @@ def load(path: str | Path, arch: str):
         tokenizer.pad_token = tokenizer.eos_token
     auto = AutoModelForCausalLM if arch == "causal" else AutoModelForSeq2SeqLM
     return auto.from_pretrained(path), tokenizer
+
+
+def disable_dropout(model) -> None:
+    """Policy and cached reference log-probs must come from the same deterministic function."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in vars(module).items():  # attention kernels read plain float rates
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
 
 
 @dataclass

@@ -32,8 +32,8 @@ def partition_values(rewards, groups, beta: float, estimator: str, ref_logp=None
     ref_weighted: beta * log( sum_j pi_ref(y_j|x) exp(r_j / beta) )   (released code)
     none:         0, so the target is r / beta                        ("w/o V_hat" ablation)
     """
-    rewards = torch.as_tensor(rewards, dtype=torch.float64)
-    groups = torch.as_tensor(groups, dtype=torch.long)
+    rewards = torch.tensor(rewards, dtype=torch.float64)
+    groups = torch.tensor(groups, dtype=torch.long)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if estimator == "none":
         return torch.zeros(n_groups, dtype=torch.float64)
@@ -43,7 +43,7 @@ def partition_values(rewards, groups, beta: float, estimator: str, ref_logp=None
     if estimator == "ref_weighted":
         if ref_logp is None:
             raise ValueError("estimator 'ref_weighted' needs reference log-probs")
-        ref_logp = torch.as_tensor(ref_logp, dtype=torch.float64)
+        ref_logp = torch.tensor(ref_logp, dtype=torch.float64)
         return beta * group_logsumexp(ref_logp + rewards / beta, groups, n_groups)
     raise ValueError(f"unknown V_hat estimator '{estimator}'")
 

@@ -22,8 +22,9 @@ def tracking_uri() -> str:
 def git_commit() -> str:
     repo = Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -39,11 +40,35 @@ def flatten(cfg: dict, prefix: str = "") -> dict:
     return flat
 
 
+@contextlib.contextmanager
+def _store_lock():
+    """Serialise creating a sqlite store: MLflow's schema migration is not safe to run twice at once."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def experiment_id(name: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    for _ in range(5):  # two jobs may race to create it
+    with _store_lock():
+        return _get_or_create_experiment(mlflow, name)
+
+
+def _get_or_create_experiment(mlflow, name: str) -> str:
+    for _ in range(5):  # jobs on other machines may race to create it
         found = mlflow.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
@@ -60,8 +85,6 @@ def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = N
     """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed)."""
     import mlflow
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        DEFAULT_DB.parent.mkdir(parents=True, exist_ok=True)
     exp = experiment_id(cfg["mlflow"]["experiment"])
     cell = cell or {}
     tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()}}

@@ -44,6 +44,8 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir) -> dic
     set_seed(cell["seed"])
     model, tokenizer = modeling.load(init_dir, spec["arch"])
     model.train()
+    if tcfg["disable_dropout"]:
+        modeling.disable_dropout(model)
 
     from transformers import get_scheduler
 

@@ -9,7 +9,8 @@ validate(config, "../schemas/config.schema.yaml")
 CFG = rpo_config.resolve(config, source="snakemake config")
 RESULTS = f"results/{CFG['name']}"
 RUNS = rpo_config.runs(CFG)
-RUN_DIR = RESULTS + "/{model}/{method}/{ablation}/seed{seed}"
+RUN_DIR = f"{RESULTS}/{{model}}/{{method}}/{{ablation}}/seed{{seed}}"
+CONDA_ENV = "../../environment.yml"
 CONFIG_FILE = f"{RESULTS}/config.yaml"
 
 
@@ -23,7 +24,7 @@ wildcard_constraints:
 def run_paths(filename, ablation="default"):
     """One path per training cell of an ablation."""
     return [
-        RUN_DIR.format(**cell) + f"/{filename}"
+        f"{RUN_DIR.format(**cell)}/{filename}"
         for cell in RUNS
         if cell["ablation"] == ablation
     ]

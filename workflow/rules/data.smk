@@ -5,6 +5,8 @@ rule resolve_config:
         config_json=json.dumps(CFG, sort_keys=True),
     log:
         f"{RESULTS}/logs/resolve_config.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=500,
     shell:
@@ -20,6 +22,8 @@ rule prepare_data:
         manifest=f"{RESULTS}/data/manifest.json",
     log:
         f"{RESULTS}/logs/prepare_data.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
@@ -34,6 +38,8 @@ rule init_model:
         directory(f"{RESULTS}/{{model}}/reference"),
     log:
         f"{RESULTS}/logs/{{model}}/init_model.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
@@ -50,6 +56,8 @@ rule reference_logprobs:
         f"{RESULTS}/{{model}}/reference_logprobs.parquet",
     log:
         f"{RESULTS}/logs/{{model}}/reference_logprobs.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
     shell:

@@ -7,6 +7,8 @@ rule generate:
         f"{RUN_DIR}/generations.jsonl",
     log:
         f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/generate.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
     shell:
@@ -23,6 +25,8 @@ rule score:
         f"{RUN_DIR}/scores.json",
     log:
         f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/score.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
     shell:

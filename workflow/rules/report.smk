@@ -7,6 +7,8 @@ rule table2:
         csv=f"{RESULTS}/tables/table2.csv",
     log:
         f"{RESULTS}/logs/table2.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=1000,
     shell:
@@ -22,6 +24,8 @@ rule latest_table:
         "results/tables/{table}",
     log:
         "results/logs/latest_{table}.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=500,
     shell:

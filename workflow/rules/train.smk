@@ -9,6 +9,8 @@ rule train:
         summary=f"{RUN_DIR}/train.json",
     log:
         f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/train.log",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=4000,
     shell:

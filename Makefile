@@ -1,0 +1,38 @@
+# Two set-up commands, each self-contained on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# A CPU-only machine gets the pinned CPU build; GPU clusters use environment.yml (CUDA torch).
+TORCH  ?= torch==2.13.0
+CONFIG ?= config/tiny.yaml
+NAME    = $(shell sed -n 's/^name: *//p' $(CONFIG))
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG)
+	@echo
+	@cat results/$(NAME)/tables/table2.md
+	@echo
+	@echo "Tables:  results/$(NAME)/tables/ (table2.md, table2.csv)"
+	@echo "Runs:    results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/"
+	@echo "MLflow:  results/mlflow.db  ->  $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db"
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake

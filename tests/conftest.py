@@ -1,0 +1,60 @@
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# The smallest config that still exercises both architectures and two methods.
+MICRO = {
+    "name": "micro",
+    "seeds": [0],
+    "methods": ["sft", "rpo"],
+    "models": {
+        "llama": {"arch": "causal", "source": "tiny",
+                  "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},
+        "t5": {"arch": "seq2seq", "source": "tiny",
+               "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},
+    },
+    "data": {"synthetic": {"n_prompts": 24, "responses_per_prompt": 3}, "n_eval_prompts": 4},
+    "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_prompt_len": 64, "max_response_len": 32, "log_every": 1},
+    "generate": {"max_new_tokens": 8, "batch_size": 4},
+}
+
+
+@pytest.fixture
+def micro_config():
+    return copy.deepcopy(MICRO)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clean working directory with its own MLflow store (results/mlflow.db inside it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

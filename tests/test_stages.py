@@ -1,0 +1,92 @@
+"""Each `rpo` step, called as the Snakemake rules call it, writes the outputs its rule declares."""
+import json
+import sqlite3
+
+import pandas as pd
+
+from conftest import write_config
+from rpo.cli import main
+
+
+def run(*argv):
+    assert main([str(a) for a in argv]) == 0
+
+
+def mlflow_runs(db):
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select r.run_uuid, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid").fetchall()
+    runs = {}
+    for run_id, key, value in rows:
+        runs.setdefault(run_id, {})[key] = value
+    return list(runs.values())
+
+
+def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
+    cfg = write_config(workdir / "micro.yaml", micro_config)
+    res = workdir / "results" / "micro"
+
+    run("config", "--config", cfg, "--out", res / "config.yaml")
+    assert (res / "config.yaml").is_file()
+    cfg = res / "config.yaml"
+
+    run("prepare-data", "--config", cfg, "--out-dir", res / "data")
+    manifest = json.loads((res / "data" / "manifest.json").read_text())
+    train = pd.read_parquet(res / "data" / "train.parquet")
+    held_out = pd.read_parquet(res / "data" / "eval.parquet")
+    assert manifest["rows"] == {"train": len(train), "eval": len(held_out)} and len(held_out) == 4
+    assert not set(train["prompt_id"]) & set(held_out["prompt_id"])
+    assert abs(train["reward"].mean()) < 1e-9 and abs(train["reward"].std(ddof=0) - 1) < 1e-9
+
+    for model in ("llama", "t5"):
+        ref_dir = res / model / "reference"
+        run("init-model", "--config", cfg, "--model", model, "--train", res / "data" / "train.parquet", "--out-dir", ref_dir)
+        assert (ref_dir / "config.json").is_file() and (ref_dir / "tokenizer.json").is_file()
+
+        ref = res / model / "reference_logprobs.parquet"
+        run("ref-logprobs", "--config", cfg, "--model", model, "--model-dir", ref_dir,
+            "--train", res / "data" / "train.parquet", "--out", ref)
+        cached = pd.read_parquet(ref)
+        assert len(cached) == len(train) and (cached["ref_logp_sum"] < 0).all() and (cached["n_tokens"] > 0).all()
+
+        for method in ("sft", "rpo"):
+            run_dir = res / model / method / "default" / "seed0"
+            cell = ["--model", model, "--method", method, "--ablation", "default", "--seed", "0"]
+            run("train", "--config", cfg, *cell, "--init", ref_dir, "--train", res / "data" / "train.parquet",
+                "--ref", ref, "--out-dir", run_dir)
+            assert (run_dir / "model" / "config.json").is_file() and (run_dir / "train.json").is_file()
+
+            run("generate", "--config", cfg, *cell, "--model-dir", run_dir / "model", "--eval", res / "data" / "eval.parquet",
+                "--out", run_dir / "generations.jsonl")
+            lines = (run_dir / "generations.jsonl").read_text().splitlines()
+            assert len(lines) == len(held_out)
+            assert {"prompt_id", "prompt", "reference", "generation"} <= set(json.loads(lines[0]))
+            assert not (run_dir / "generations.jsonl.partial").exists()
+
+            run("score", "--config", cfg, *cell, "--generations", run_dir / "generations.jsonl", "--out", run_dir / "scores.json")
+            scores = json.loads((run_dir / "scores.json").read_text())
+            assert set(scores["metrics"]) == {"rouge_l", "distinct_2", "avg_len"}
+
+    score_files = sorted(res.glob("*/*/default/seed0/scores.json"))
+    run("report", "--config", cfg, "--scores", *score_files, "--out-md", res / "tables" / "table2.md",
+        "--out-csv", res / "tables" / "table2.csv")
+    table = pd.read_csv(res / "tables" / "table2.csv")
+    assert sorted(zip(table["model"], table["method"])) == [("llama", "rpo"), ("llama", "sft"), ("t5", "rpo"), ("t5", "sft")]
+    assert "| llama | RPO |" in (res / "tables" / "table2.md").read_text()
+
+    runs = mlflow_runs(workdir / "results" / "mlflow.db")
+    by_rule = {}
+    for tags in runs:
+        by_rule.setdefault(tags["rule"], []).append(tags)
+    assert {k: len(v) for k, v in by_rule.items()} == {"train": 4, "generate": 4, "score": 4, "report": 1}
+    for tags in by_rule["train"]:
+        assert {"model", "method", "ablation", "seed", "git_commit", "config"} <= set(tags)
+
+
+def test_bad_data_file_is_named(workdir, micro_config, capsys):
+    bad = workdir / "triplets.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b", "reward": 3}\n{"prompt": "c", "response": "d", "reward": "nan"}\n')
+    micro_config["data"] = {"source": "jsonl", "path": str(bad), "n_eval_prompts": 1}
+    cfg = write_config(workdir / "c.yaml", micro_config)
+    assert main(["prepare-data", "--config", str(cfg), "--out-dir", str(workdir / "d")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "row 1" in err and "'reward'" in err
