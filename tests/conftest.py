@@ -14,7 +14,7 @@ BIN = Path(sys.executable).parent
 MICRO = {
     "name": "micro",
     "seeds": [0],
-    "methods": ["sft", "rpo"],
+    "methods": ["sft", "rpo", "dro", "kto"],
     "models": {
         "llama": {"arch": "causal", "source": "tiny",
                   "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},

@@ -35,7 +35,7 @@ def test_defaults_are_filled_in(micro_config):
         (lambda c: c.pop("models"), "models"),
         (lambda c: c.update(objective={"beta": 0}), "objective.beta"),
         (lambda c: c.update(objective={"rpo": {"estimator": "median"}}), "objective.rpo.estimator"),
-        (lambda c: c.update(ablations={"default": {}, "b": {"methods": ["kto"]}}), "ablations.b.methods"),
+        (lambda c: c.update(ablations={"default": {}, "b": {"methods": ["dpo"]}}), "ablations.b.methods"),
         (lambda c: c.update(ablations={"beta5": {}}), "ablations.default"),
         (lambda c: c["models"].update(big={"arch": "causal", "source": "pretrained"}), "models.big.path"),
     ],

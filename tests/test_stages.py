@@ -48,7 +48,7 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
         cached = pd.read_parquet(ref)
         assert len(cached) == len(train) and (cached["ref_logp_sum"] < 0).all() and (cached["n_tokens"] > 0).all()
 
-        for method in ("sft", "rpo"):
+        for method in ("sft", "rpo", "dro", "kto"):
             run_dir = res / model / method / "default" / "seed0"
             cell = ["--model", model, "--method", method, "--ablation", "default", "--seed", "0"]
             run("train", "--config", cfg, *cell, "--init", ref_dir, "--train", res / "data" / "train.parquet",
@@ -70,14 +70,14 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
     run("report", "--config", cfg, "--scores", *score_files, "--out-md", res / "tables" / "table2.md",
         "--out-csv", res / "tables" / "table2.csv")
     table = pd.read_csv(res / "tables" / "table2.csv")
-    assert sorted(zip(table["model"], table["method"])) == [("llama", "rpo"), ("llama", "sft"), ("t5", "rpo"), ("t5", "sft")]
+    assert sorted(zip(table["model"], table["method"])) == [(m, x) for m in ("llama", "t5") for x in ("dro", "kto", "rpo", "sft")]
     assert "| llama | RPO |" in (res / "tables" / "table2.md").read_text()
 
     runs = mlflow_runs(workdir / "results" / "mlflow.db")
     by_rule = {}
     for tags in runs:
         by_rule.setdefault(tags["rule"], []).append(tags)
-    assert {k: len(v) for k, v in by_rule.items()} == {"train": 4, "generate": 4, "score": 4, "report": 1}
+    assert {k: len(v) for k, v in by_rule.items()} == {"train": 8, "generate": 8, "score": 8, "report": 1}
     for tags in by_rule["train"]:
         assert {"model", "method", "ablation", "seed", "git_commit", "config"} <= set(tags)
 

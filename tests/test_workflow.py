@@ -17,7 +17,7 @@ def test_dry_run_plans_the_expected_jobs(tmp_path, micro_config):
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
     result = snakemake(tmp_path, "-n", "--configfile", str(cfg))
     assert job_counts(result.stdout) == {"resolve_config": 1, "prepare_data": 1, "init_model": 2, "reference_logprobs": 2,
-                                         "train": 4, "generate": 4, "score": 4, "table2": 1, "all": 1}
+                                         "train": 8, "generate": 8, "score": 8, "table2": 1, "all": 1}
 
 
 def test_lint_is_clean():
@@ -30,10 +30,10 @@ def test_whole_dag_runs_and_reruns_only_what_a_target_needs(tmp_path, micro_conf
     snakemake(tmp_path, "--configfile", str(cfg))
     res = tmp_path / "results" / "micro"
     table = pd.read_csv(res / "tables" / "table2.csv")
-    assert len(table) == 4 and table["rouge_l"].between(0, 1).all()
+    assert len(table) == 8 and table["rouge_l"].between(0, 1).all()
     with sqlite3.connect(tmp_path / "results" / "mlflow.db") as con:
         rules = dict(con.execute("select value, count(*) from tags where key = 'rule' group by value").fetchall())
-    assert rules == {"train": 4, "generate": 4, "score": 4, "report": 1}
+    assert rules == {"train": 8, "generate": 8, "score": 8, "report": 1}
 
     # Nothing to do once complete; changed generations of one cell rerun that cell's scoring and the table only.
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout

@@ -150,23 +150,54 @@ def encode_prompts(tokenizer, arch: str, prompts: list[str], max_prompt_len: int
     return input_ids, mask
 
 
-def token_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each scored token and the mask that says which are scored, both [B, T]."""
+def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per position, zero where mask is 0 ([B, T, V] -> [B, T])."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logps * mask
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+@dataclass
+class Scores:
+    token_logps: torch.Tensor  # [B, T], zero outside the response
+    mask: torch.Tensor  # [B, T], 1 on scored response tokens
+    prompt_repr: torch.Tensor | None = None  # [B, H], masked mean of the prompt's last hidden states
+
+    @property
+    def sum_logp(self) -> torch.Tensor:
+        return self.token_logps.sum(-1)
+
+    @property
+    def n_tokens(self) -> torch.Tensor:
+        return self.mask.sum(-1)
+
+
+def score(model, batch: Batch, prompt_repr: bool = False) -> Scores:
+    """One forward pass: log-prob of each response token, and optionally a pooled prompt representation."""
     if batch.labels is None:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=prompt_repr)
         targets, mask = batch.input_ids[:, 1:], batch.response_mask[:, 1:]
+        logps = gather_logprobs(out.logits[:, :-1], targets, mask)
+        pooled = _pool(out.hidden_states[-1], batch.attention_mask * (1 - batch.response_mask)) if prompt_repr else None
     else:
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids).logits
-        targets, mask = batch.labels, batch.response_mask
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logps * mask, mask
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids)
+        logps = gather_logprobs(out.logits, batch.labels, batch.response_mask)
+        mask = batch.response_mask
+        pooled = _pool(out.encoder_last_hidden_state, batch.attention_mask) if prompt_repr else None
+    return Scores(logps, mask, pooled)
 
 
 def sequence_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-prob and response token count per sequence."""
-    logps, mask = token_logprobs(model, batch)
-    return logps.sum(-1), mask.sum(-1)
+    scores = score(model, batch)
+    return scores.sum_logp, scores.n_tokens
 
 
 def reduce(sum_logp: torch.Tensor, n_tokens: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """Training objectives as pure functions over per-sequence log-probs and rewards, in one registry.
 
-Each objective is `loss(inputs, cfg) -> (loss, metrics)` where `inputs` holds tensors of shape [B]:
-  policy_logp, ref_logp  sequence log-probs, reduced as `objective.logprob_reduction` says
-  token_logp_sum, n_tokens  summed response log-prob and response token count (for token-level NLL)
-  reward                 standardised reward
-  plus whatever columns the objective's `prepare` added to the training table (e.g. v_hat).
+Each objective is `loss(inputs, cfg) -> (loss, metrics)`; `inputs` holds tensors of shape [B]:
+  policy_logp, ref_logp        sequence log-probs, reduced as `objective.logprob_reduction` says
+  token_logp_sum, n_tokens     summed response log-prob and response token count (token-level NLL)
+  reward                       standardised reward
+  value                        DRO only: V_phi(x) from the value model
+  policy_kl_logp, ref_kl_logp  KTO only: log-probs of mismatched (prompt, other completion) pairs
+  plus the per-row columns the objective's `prepare` added to the training table (`row_fields`).
 `prepare(table, cfg)` runs once over the whole training table before training (no gradient).
-See ../shared/paper/NOTES.md for the equations and where the released code differs.
+The equations, and where the authors' released code differs, are in docs/objectives.md.
 """
 from __future__ import annotations
 
@@ -14,26 +16,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 
 def group_logsumexp(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
     """log sum_j exp(values_j) within each group, stable for any magnitude."""
-    values = values.double()
     peak = torch.full((n_groups,), -math.inf, dtype=values.dtype).scatter_reduce(0, groups, values, reduce="amax")
     total = torch.zeros(n_groups, dtype=values.dtype).index_add_(0, groups, torch.exp(values - peak[groups]))
     return peak + torch.log(total)
 
 
 def partition_values(rewards, groups, beta: float, estimator: str, ref_logp=None) -> torch.Tensor:
-    """V_hat(x) per group (prompt) as in RPO; no gradient.
+    """V_hat(x) for each group (prompt) 0..max(groups); no gradient.
 
     mean:         beta * log( 1/n sum_j exp(r_j / beta) )            (paper, eq. 19)
     ref_weighted: beta * log( sum_j pi_ref(y_j|x) exp(r_j / beta) )   (released code)
-    none:         0, so the target is r / beta                        ("w/o V_hat" ablation)
+    none:         0, so the regression target is r / beta            ("w/o V_hat" ablation)
     """
-    rewards = torch.tensor(rewards, dtype=torch.float64)
-    groups = torch.tensor(groups, dtype=torch.long)
+    rewards = torch.tensor(np.asarray(rewards), dtype=torch.float64)
+    groups = torch.tensor(np.asarray(groups), dtype=torch.long)
     n_groups = int(groups.max()) + 1 if len(groups) else 0
     if estimator == "none":
         return torch.zeros(n_groups, dtype=torch.float64)
@@ -43,27 +45,89 @@ def partition_values(rewards, groups, beta: float, estimator: str, ref_logp=None
     if estimator == "ref_weighted":
         if ref_logp is None:
             raise ValueError("estimator 'ref_weighted' needs reference log-probs")
-        ref_logp = torch.tensor(ref_logp, dtype=torch.float64)
+        ref_logp = torch.tensor(np.asarray(ref_logp), dtype=torch.float64)
         return beta * group_logsumexp(ref_logp + rewards / beta, groups, n_groups)
     raise ValueError(f"unknown V_hat estimator '{estimator}'")
 
 
+def prompt_codes(table) -> np.ndarray:
+    return table["prompt_id"].astype("category").cat.codes.to_numpy().copy()
+
+
+# --- RPO ---------------------------------------------------------------------------------------
+
 def rpo_prepare(table, cfg: dict):
     obj = cfg["objective"]
-    codes = table["prompt_id"].astype("category").cat.codes.to_numpy()
+    codes = prompt_codes(table)
     ref = table["ref_logp"].to_numpy() if "ref_logp" in table else None
     v_hat = partition_values(table["reward"].to_numpy(), codes, obj["beta"], obj["rpo"]["estimator"], ref)
-    return table.assign(v_hat=v_hat[codes].numpy())
+    return table.assign(v_hat=v_hat.numpy()[codes])
 
 
 def rpo_loss(inputs: dict, cfg: dict):
+    """0.5 * mean( (h - (r - V_hat)/beta)^2 ), h = log pi_theta - log pi_ref."""
     beta = cfg["objective"]["beta"]
     log_ratio = inputs["policy_logp"] - inputs["ref_logp"]
-    target = (inputs["reward"] - inputs["v_hat"]) / beta
-    delta = log_ratio - target.to(log_ratio.dtype)
+    target = ((inputs["reward"] - inputs["v_hat"]) / beta).to(log_ratio.dtype)
+    delta = log_ratio - target
     loss = 0.5 * (delta**2).mean()
     return loss, {"log_ratio": log_ratio.mean().item(), "residual_abs": delta.abs().mean().item()}
 
+
+# --- DRO ---------------------------------------------------------------------------------------
+
+def dro_loss(inputs: dict, cfg: dict):
+    """0.5 * mean( (r - V_phi(x) - beta*h)^2 ), policy and value trained jointly.
+
+    decoupled: the policy term sees V through a stop-gradient and the value term sees h through one,
+    so each term updates one model only; the value term is weighted by `value_loss_weight`. With weight 1
+    the summed gradient equals the joint one (a test shows it); other weights set the value model's pace.
+    """
+    beta = cfg["objective"]["beta"]
+    log_ratio = inputs["policy_logp"] - inputs["ref_logp"]
+    reward, value = inputs["reward"].to(log_ratio.dtype), inputs["value"].to(log_ratio.dtype)
+    if cfg["objective"]["dro"]["decoupled"]:
+        policy_term = 0.5 * ((reward - value.detach() - beta * log_ratio) ** 2).mean()
+        value_term = 0.5 * ((reward - value - beta * log_ratio.detach()) ** 2).mean()
+        loss = policy_term + cfg["objective"]["dro"]["value_loss_weight"] * value_term
+    else:
+        loss = 0.5 * ((reward - value - beta * log_ratio) ** 2).mean()
+    return loss, {"log_ratio": log_ratio.mean().item(), "value": value.mean().item()}
+
+
+# --- KTO ---------------------------------------------------------------------------------------
+
+def kto_prepare(table, cfg: dict):
+    threshold = cfg["objective"]["kto"]["desirable_threshold"]
+    return table.assign(desirable=(table["reward"] >= threshold).astype("float32"))
+
+
+def kto_reference_point(inputs: dict, cfg: dict) -> torch.Tensor:
+    """z0, detached. `mismatched` (TRL's KTOTrainer): mean KL over mismatched pairs, clamped at 0.
+    `batch_mean` (released code): mean of h over the batch, not clamped."""
+    if cfg["objective"]["kto"]["reference_point"] == "mismatched":
+        return (inputs["policy_kl_logp"] - inputs["ref_kl_logp"]).mean().detach().clamp(min=0)
+    return (inputs["policy_logp"] - inputs["ref_logp"]).mean().detach()
+
+
+def kto_loss(inputs: dict, cfg: dict):
+    """mean over the batch of lambda_y - v(x, y):
+    desirable:   lambda_D * (1 - sigmoid(beta * (h - z0)))
+    undesirable: lambda_U * (1 - sigmoid(beta * (z0 - h)))"""
+    obj = cfg["objective"]
+    kto = obj["kto"]
+    log_ratio = inputs["policy_logp"] - inputs["ref_logp"]
+    z0 = kto_reference_point(inputs, cfg)
+    margin = obj["beta"] * (log_ratio - z0)
+    if kto["clamp"] is not None:  # the released code clamps beta*(h - z0) to +-20
+        margin = margin.clamp(-kto["clamp"], kto["clamp"])
+    desirable = inputs["desirable"].bool()
+    losses = torch.where(desirable, kto["desirable_weight"] * (1 - torch.sigmoid(margin)),
+                         kto["undesirable_weight"] * (1 - torch.sigmoid(-margin)))
+    return losses.mean(), {"log_ratio": log_ratio.mean().item(), "z0": float(z0), "desirable_share": desirable.float().mean().item()}
+
+
+# --- SFT ---------------------------------------------------------------------------------------
 
 def sft_prepare(table, cfg: dict):
     threshold = cfg["objective"]["sft"]["min_reward"]
@@ -76,22 +140,30 @@ def sft_prepare(table, cfg: dict):
 
 
 def sft_loss(inputs: dict, cfg: dict):
+    """Mean token negative log-likelihood of the responses in the batch."""
     nll = -inputs["token_logp_sum"].sum() / inputs["n_tokens"].sum().clamp(min=1)
     return nll, {"nll": nll.item()}
 
+
+# --- registry ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Objective:
     name: str
     loss: Callable
-    needs_reference: bool
+    needs_reference: bool = True
+    needs_kl_pairs: Callable[[dict], bool] = field(default=lambda cfg: False)
+    needs_value_model: bool = False
     prepare: Callable = field(default=lambda table, cfg: table)
     row_fields: tuple[str, ...] = ()  # columns of the prepared table the loss reads per row
 
 
 REGISTRY = {
     "sft": Objective("sft", sft_loss, needs_reference=False, prepare=sft_prepare),
-    "rpo": Objective("rpo", rpo_loss, needs_reference=True, prepare=rpo_prepare, row_fields=("v_hat",)),
+    "rpo": Objective("rpo", rpo_loss, prepare=rpo_prepare, row_fields=("v_hat",)),
+    "dro": Objective("dro", dro_loss, needs_value_model=True),
+    "kto": Objective("kto", kto_loss, prepare=kto_prepare, row_fields=("desirable",),
+                     needs_kl_pairs=lambda cfg: cfg["objective"]["kto"]["reference_point"] == "mismatched"),
 }
 
 
@@ -99,3 +171,22 @@ def get(name: str) -> Objective:
     if name not in REGISTRY:
         raise KeyError(f"unknown objective '{name}' (have {sorted(REGISTRY)})")
     return REGISTRY[name]
+
+
+def mismatched_partners(prompt_ids, seed: int = 0) -> np.ndarray:
+    """For each row, another row whose completion answers a different prompt (KTO's KL pairs).
+
+    Rows are shuffled and each takes the next row's completion (TRL rotates completions by one
+    within a batch); a partner with the same prompt is skipped when another prompt exists.
+    """
+    prompt_ids = np.asarray(prompt_ids)
+    n = len(prompt_ids)
+    order = np.random.default_rng(seed).permutation(n)
+    partners = np.empty(n, dtype=np.int64)
+    for k, row in enumerate(order):
+        step = 1
+        while step < n and prompt_ids[order[(k + step) % n]] == prompt_ids[row]:
+            step += 1
+        partners[row] = order[(k + step) % n] if step < n else row
+    return partners
+

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from rpo import modeling
+from rpo import modeling, objectives
 
 
 def init_model(cfg: dict, model_name: str, train_path: str | Path, out_dir: str | Path) -> None:
@@ -35,24 +35,32 @@ def batch_slices(n: int, size: int):
 
 
 @torch.no_grad()
-def compute_ref_logprobs(cfg: dict, model_name: str, model_dir: str | Path, train_path: str | Path, out_path: str | Path) -> None:
-    spec, train_cfg = cfg["models"][model_name], cfg["train"]
-    model, tokenizer = modeling.load(model_dir, spec["arch"])
-    model.eval()
-    table = pd.read_parquet(train_path)
+def _score_rows(model, tokenizer, arch, prompts, responses, train_cfg, desc):
     sums, counts = [], []
-    for rows in tqdm(batch_slices(len(table), train_cfg["batch_size"] * 4), desc=f"reference log-probs {model_name}"):
-        part = table.iloc[rows]
-        batch = modeling.encode(tokenizer, spec["arch"], part["prompt"].tolist(), part["response"].tolist(),
+    for rows in tqdm(batch_slices(len(prompts), train_cfg["batch_size"] * 4), desc=desc):
+        batch = modeling.encode(tokenizer, arch, prompts[rows], responses[rows],
                                 train_cfg["max_prompt_len"], train_cfg["max_response_len"])
         total, n_tokens = modeling.sequence_logprobs(model, batch)
         sums.append(total.double())
         counts.append(n_tokens)
-    out = pd.DataFrame({
-        "row": range(len(table)),
-        "prompt_id": table["prompt_id"],
-        "ref_logp_sum": torch.cat(sums).numpy(),
-        "n_tokens": torch.cat(counts).numpy(),
-    })
+    return torch.cat(sums).numpy(), torch.cat(counts).numpy()
+
+
+def compute_ref_logprobs(cfg: dict, model_name: str, model_dir: str | Path, train_path: str | Path, out_path: str | Path) -> None:
+    """Summed reference log-prob and token count of every training row; with KTO in the config, also of
+    each row's mismatched (prompt, other completion) pair, the KL pairs of KTO's reference point."""
+    spec, train_cfg = cfg["models"][model_name], cfg["train"]
+    model, tokenizer = modeling.load(model_dir, spec["arch"])
+    model.eval()
+    table = pd.read_parquet(train_path)
+    prompts, responses = table["prompt"].tolist(), table["response"].tolist()
+    ref_sum, n_tokens = _score_rows(model, tokenizer, spec["arch"], prompts, responses, train_cfg,
+                                    f"reference log-probs {model_name}")
+    out = pd.DataFrame({"row": range(len(table)), "prompt_id": table["prompt_id"], "ref_logp_sum": ref_sum, "n_tokens": n_tokens})
+    if "kto" in cfg["methods"]:
+        partners = objectives.mismatched_partners(table["prompt_id"].to_numpy(), seed=cfg["seeds"][0])
+        kl_sum, kl_n = _score_rows(model, tokenizer, spec["arch"], prompts, [responses[j] for j in partners], train_cfg,
+                                   f"reference log-probs of KL pairs {model_name}")
+        out = out.assign(kl_row=partners, ref_kl_logp_sum=kl_sum, kl_n_tokens=kl_n)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(out_path, index=False)

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from rpo import config as config_lib
-from rpo import modeling, objectives, tracking
+from rpo import modeling, objectives, tracking, value
 from rpo.reference import batch_slices
 
 
@@ -22,17 +22,27 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _reduced(ref: pd.DataFrame, sum_col: str, count_col: str, reduction: str):
+    return modeling.reduce(torch.tensor(ref[sum_col].to_numpy()), torch.tensor(ref[count_col].to_numpy()), reduction).numpy()
+
+
 def training_table(cfg: dict, objective, train_path, ref_path) -> pd.DataFrame:
+    """The training rows with what the objective reads: cached reference log-probs, KL pairs, its own columns."""
     table = pd.read_parquet(train_path)
-    if objective.needs_reference:
-        if ref_path is None:
-            raise ValueError(f"objective '{objective.name}' needs cached reference log-probs (--ref)")
-        ref = pd.read_parquet(ref_path)
-        if len(ref) != len(table) or not (ref["prompt_id"].to_numpy() == table["prompt_id"].to_numpy()).all():
-            raise ValueError(f"{ref_path}: reference log-probs do not match the rows of {train_path}; rebuild them")
-        reduced = modeling.reduce(torch.tensor(ref["ref_logp_sum"].to_numpy()), torch.tensor(ref["n_tokens"].to_numpy()),
-                                  cfg["objective"]["logprob_reduction"])
-        table = table.assign(ref_logp=reduced.numpy())
+    if not objective.needs_reference:
+        return objective.prepare(table, cfg)
+    if ref_path is None:
+        raise ValueError(f"objective '{objective.name}' needs cached reference log-probs (--ref)")
+    ref = pd.read_parquet(ref_path)
+    if len(ref) != len(table) or not (ref["prompt_id"].to_numpy() == table["prompt_id"].to_numpy()).all():
+        raise ValueError(f"{ref_path}: reference log-probs do not match the rows of {train_path}; rebuild them")
+    reduction = cfg["objective"]["logprob_reduction"]
+    table = table.assign(ref_logp=_reduced(ref, "ref_logp_sum", "n_tokens", reduction))
+    if objective.needs_kl_pairs(cfg):
+        if "kl_row" not in ref:
+            raise ValueError(f"{ref_path}: no KL-pair log-probs; they are computed when 'kto' is in methods")
+        table = table.assign(kl_response=table["response"].to_numpy()[ref["kl_row"].to_numpy()],
+                             ref_kl_logp=_reduced(ref, "ref_kl_logp_sum", "kl_n_tokens", reduction))
     return objective.prepare(table, cfg)
 
 
@@ -46,16 +56,19 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir) -> dic
     model.train()
     if tcfg["disable_dropout"]:
         modeling.disable_dropout(model)
+    value_net = value.build(cfg, model) if objective.needs_value_model else None
+    kl_pairs = objective.needs_kl_pairs(cfg)
 
     from transformers import get_scheduler
 
     order = torch.randperm(len(table), generator=torch.Generator().manual_seed(cell["seed"]))
     steps_per_epoch = max(1, len(table) // (tcfg["batch_size"] * tcfg["grad_accum"]))
     total_steps = steps_per_epoch * tcfg["epochs"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    params = list(model.parameters()) + (list(value_net.parameters()) if value_net is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=min(tcfg["warmup_steps"], total_steps // 2),
                               num_training_steps=total_steps)
-    fields = ("reward", "ref_logp", *objective.row_fields) if objective.needs_reference else ("reward", *objective.row_fields)
+    fields = ["reward", *objective.row_fields] + (["ref_logp"] if objective.needs_reference else []) + (["ref_kl_logp"] if kl_pairs else [])
     reduction = cfg["objective"]["logprob_reduction"]
 
     out_dir = Path(out_dir)
@@ -73,16 +86,23 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir) -> dic
                 part = table.iloc[order[rows].numpy()]
                 batch = modeling.encode(tokenizer, spec["arch"], part["prompt"].tolist(), part["response"].tolist(),
                                         tcfg["max_prompt_len"], tcfg["max_response_len"])
-                token_logp_sum, n_tokens = modeling.sequence_logprobs(model, batch)
+                scores = modeling.score(model, batch, prompt_repr=getattr(value_net, "uses_prompt_repr", False))
                 inputs = {name: torch.tensor(part[name].to_numpy(), dtype=torch.float32) for name in fields}
-                inputs.update(token_logp_sum=token_logp_sum, n_tokens=n_tokens,
-                              policy_logp=modeling.reduce(token_logp_sum, n_tokens, reduction))
+                inputs.update(token_logp_sum=scores.sum_logp, n_tokens=scores.n_tokens,
+                              policy_logp=modeling.reduce(scores.sum_logp, scores.n_tokens, reduction))
+                if value_net is not None:
+                    inputs["value"] = value_net(batch, scores.prompt_repr)
+                if kl_pairs:
+                    with torch.no_grad():
+                        kl_batch = modeling.encode(tokenizer, spec["arch"], part["prompt"].tolist(), part["kl_response"].tolist(),
+                                                   tcfg["max_prompt_len"], tcfg["max_response_len"])
+                        inputs["policy_kl_logp"] = modeling.reduce(*modeling.sequence_logprobs(model, kl_batch), reduction)
                 loss, metrics = objective.loss(inputs, cfg)
                 (loss / tcfg["grad_accum"]).backward()
                 tokens += int(batch.attention_mask.sum()) + (int(batch.response_mask.sum()) if batch.labels is not None else 0)
                 if (i + 1) % tcfg["grad_accum"]:
                     continue
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["max_grad_norm"])
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg["max_grad_norm"])
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
