@@ -19,4 +19,6 @@ rule all:
     input:
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/table2.csv",
+        run_paths("scores.json", ablation=None),
+        [f"{DATA}.dvc"] if CFG["data"]["dvc"] else [],
     default_target: True

@@ -80,13 +80,28 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
     assert {k: len(v) for k, v in by_rule.items()} == {"train": 8, "generate": 8, "score": 8, "report": 1}
     for tags in by_rule["train"]:
         assert {"model", "method", "ablation", "seed", "git_commit", "config"} <= set(tags)
+        assert tags["data_md5"] == manifest["md5"]["outputs"]["train"]
+    for tags in by_rule["generate"]:
+        assert tags["eval_md5"] == manifest["md5"]["outputs"]["eval"]
 
 
-def test_bad_data_file_is_named(workdir, micro_config, capsys):
-    bad = workdir / "triplets.jsonl"
-    bad.write_text('{"prompt": "a", "response": "b", "reward": 3}\n{"prompt": "c", "response": "d", "reward": "nan"}\n')
-    micro_config["data"] = {"source": "jsonl", "path": str(bad), "n_eval_prompts": 1}
-    cfg = write_config(workdir / "c.yaml", micro_config)
-    assert main(["prepare-data", "--config", str(cfg), "--out-dir", str(workdir / "d")]) == 2
-    err = capsys.readouterr().err
-    assert str(bad) in err and "row 1" in err and "'reward'" in err
+def test_variant_tables_read_the_cache_of_the_full_table(workdir, micro_config):
+    from rpo import config, objectives, train
+
+    cfg = config.resolve(micro_config)
+    res = workdir / "results" / "micro"
+    cfg_path = write_config(workdir / "micro.yaml", micro_config)
+    run("prepare-data", "--config", cfg_path, "--out-dir", res / "data")
+    base = res / "data" / "train.parquet"
+    run("init-model", "--config", cfg_path, "--model", "llama", "--train", base, "--out-dir", res / "ref")
+    run("ref-logprobs", "--config", cfg_path, "--model", "llama", "--model-dir", res / "ref", "--train", base,
+        "--out", res / "ref.parquet")
+    variant = res / "data" / "train_density0.5.parquet"
+    run("data-variant", "--config", cfg_path, "--train", base, "--kind", "density", "--value", "0.5", "--out", variant)
+
+    full = train.training_table(cfg, objectives.get("kto"), base, res / "ref.parquet")
+    part = train.training_table(cfg, objectives.get("kto"), variant, res / "ref.parquet", base)
+    assert 0 < len(part) < len(full)
+    expected = full.set_index("row").loc[part["row"]]
+    assert (part["ref_logp"].to_numpy() == expected["ref_logp"].to_numpy()).all()
+    assert (part["kl_response"].to_numpy() == expected["kl_response"].to_numpy()).all()

@@ -20,6 +20,18 @@ def test_dry_run_plans_the_expected_jobs(tmp_path, micro_config):
                                          "train": 8, "generate": 8, "score": 8, "table2": 1, "all": 1}
 
 
+def test_ablations_plan_their_data_variants(tmp_path, micro_config):
+    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}},
+                                 "density0.5": {"methods": ["rpo"], "data": {"density": 0.5}},
+                                 "noise0.1": {"methods": ["rpo", "sft"], "data": {"noise": 0.1}}}
+    cfg = write_config(tmp_path / "micro.yaml", micro_config)
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(cfg))
+    counts = job_counts(result.stdout)
+    assert counts["data_variant"] == 2 and counts["train"] == 8 + 2 * (1 + 1 + 2)
+    assert "data/prepared/micro/train_density0.5.parquet" in result.stdout
+    assert "--train data/prepared/micro/train_noise0.1.parquet" in result.stdout
+
+
 def test_lint_is_clean():
     result = snakemake(REPO, "--lint")
     assert "Congratulations" in result.stdout + result.stderr

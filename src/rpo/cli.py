@@ -40,6 +40,18 @@ def cmd_prepare_data(args) -> None:
     print(json.dumps(manifest["rows"]))
 
 
+def cmd_data_variant(args) -> None:
+    from rpo import data
+
+    data.make_variant(_config(args), args.train, args.kind, args.value, args.out)
+
+
+def cmd_version_data(args) -> None:
+    from rpo import versioning
+
+    print(versioning.track(args.path))
+
+
 def cmd_init_model(args) -> None:
     from rpo import reference
 
@@ -55,7 +67,7 @@ def cmd_ref_logprobs(args) -> None:
 def cmd_train(args) -> None:
     from rpo import train
 
-    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir)
+    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train)
     print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
 
 
@@ -101,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("prepare-data", cmd_prepare_data, "build train/eval tables, standardised rewards and a manifest")
     p.add_argument("--out-dir", required=True)
 
+    p = step("data-variant", cmd_data_variant, "write an ablation's training table: completion density or reward noise")
+    p.add_argument("--train", required=True)
+    p.add_argument("--kind", required=True, choices=["density", "noise"])
+    p.add_argument("--value", required=True, type=float)
+    p.add_argument("--out", required=True)
+
+    p = step("version-data", cmd_version_data, "version prepared tables with DVC (dvc add, then dvc push)", config=False)
+    p.add_argument("--path", required=True, help="folder of prepared tables")
+
     p = step("init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)")
     p.add_argument("--model", required=True)
     p.add_argument("--train", required=True, help="train.parquet (a tiny model's tokenizer is built from it)")
@@ -116,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", required=True, help="reference/initial model folder")
     p.add_argument("--train", required=True)
     p.add_argument("--ref", help="cached reference log-probs (methods that need them)")
+    p.add_argument("--base-train", help="the full training table the cache is aligned with (when --train is a variant)")
     p.add_argument("--out-dir", required=True)
 
     p = step("generate", cmd_generate, "generate on the held-out prompts", cell=True)
@@ -136,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rpo.errors import ConfigError, DataError
+    from rpo.errors import ConfigError, DataError, VersioningError
 
     try:
         args.func(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, VersioningError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -77,6 +77,11 @@ def _check_cross_references(cfg: dict, source: str) -> None:
                 raise ConfigError(
                     f"{source}: config key 'ablations.{name}.methods': '{method}' is not one of methods {cfg['methods']}"
                 )
+    data = cfg["data"]
+    if data["density"] is not None and data["noise"] is not None:
+        raise ConfigError(f"{source}: config key 'data.noise': set density or noise, not both (one ablation each)")
+    if data["source"] != "synthetic" and not data["path"]:
+        raise ConfigError(f"{source}: config key 'data.path': source '{data['source']}' needs a hub id or file path")
     for name, model in cfg["models"].items():
         if model["source"] == "pretrained" and not model.get("path"):
             raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")
@@ -121,3 +126,13 @@ def runs(cfg: dict) -> list[dict]:
                 for seed in cfg["seeds"]:
                     cells.append(dict(model=model, method=method, ablation=ablation, seed=seed))
     return cells
+
+
+def training_table_name(cfg: dict) -> str:
+    """The training table a (resolved, ablation-merged) config trains on: train, train_density0.5, train_noise0.1."""
+    data = cfg["data"]
+    if data["density"] is not None:
+        return f"train_density{data['density']}"
+    if data["noise"] is not None:
+        return f"train_noise{data['noise']}"
+    return "train"

@@ -1,19 +1,22 @@
-"""Prepare (prompt, response, reward) triplets: held-out evaluation prompts, standardised rewards, manifest."""
+"""Prepare the training and held-out tables: checked rows, held-out prompts, standardised rewards, manifest,
+rejects; and the ablation variants (completion density, reward noise) of the training table."""
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from rpo import sources
 from rpo.errors import DataError
 
-PROMPT_COLUMNS = ("prompt", "instruction")
+COLUMNS = ["row", "prompt_id", "prompt", "response", "reward_raw", "reward", "split"]
 
 
 def prompt_id(prompt: str) -> str:
+    """Stable across runs and machines: the first 16 hex digits of the prompt's SHA-1."""
     return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:16]
 
 
@@ -25,79 +28,123 @@ def md5(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_source(data_cfg: dict) -> tuple[pd.DataFrame, str]:
-    """Rows with columns prompt, response, reward_raw; and a description of where they came from."""
-    source = data_cfg["source"]
-    if source == "synthetic":
-        from rpo import synthetic
-
-        syn = data_cfg["synthetic"]
-        rows = synthetic.dataset(syn["n_prompts"], syn["responses_per_prompt"], syn["seed"])
-        return pd.DataFrame(rows).rename(columns={"reward": "reward_raw"}), f"synthetic(seed={syn['seed']})"
-    path = data_cfg["path"]
-    if not path:
-        raise DataError(f"config key 'data.path': source '{source}' needs a file path")
-    if not Path(path).exists():
-        raise DataError(f"{path}: data file not found")
-    frame = pd.read_json(path, lines=True) if source == "jsonl" else pd.read_parquet(path)
-    return _normalise_columns(frame, path), str(path)
+def fresh(path: Path) -> Path:
+    """Unlink before writing: a DVC-versioned output is a read-only hard link into the DVC cache,
+    and writing through it would change the cached copy."""
+    path.unlink(missing_ok=True)
+    return path
 
 
-def _normalise_columns(frame: pd.DataFrame, path: str) -> pd.DataFrame:
-    prompt_col = next((c for c in PROMPT_COLUMNS if c in frame.columns), None)
-    missing = [name for name, ok in [("prompt|instruction", prompt_col), ("response", "response" in frame), ("reward", "reward" in frame)] if not ok]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; have {list(frame.columns)}")
-    frame = frame.rename(columns={prompt_col: "prompt", "reward": "reward_raw"})[["prompt", "response", "reward_raw"]]
-    rewards = pd.to_numeric(frame["reward_raw"], errors="coerce")
-    for row, value in enumerate(rewards):
-        if value is None or not math.isfinite(value):
-            raise DataError(f"{path}: row {row} field 'reward': not a finite number ({frame['reward_raw'].iloc[row]!r})")
-    for field in ("prompt", "response"):
-        for row, text in enumerate(frame[field]):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{path}: row {row} field '{field}': empty or not text")
-    return frame.assign(reward_raw=rewards.astype(float))
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame({"prompt": [r["prompt"] for r in rows], "response": [r["response"] for r in rows],
+                          "reward_raw": np.array([r["reward_raw"] for r in rows], dtype=float)})
+    ids = {p: prompt_id(p) for p in frame["prompt"].unique()}
+    frame.insert(0, "prompt_id", frame["prompt"].map(ids))
+    return frame
 
 
-def split(frame: pd.DataFrame, n_eval: int, min_reward: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out n_eval prompts that have a completion with reward >= min_reward; keep their best one."""
-    best = frame.loc[frame.groupby("prompt_id")["reward_raw"].idxmax()]
+def held_out(frame: pd.DataFrame, n_eval: int, min_reward: float, fallback: str, seed: int) -> pd.DataFrame:
+    """n_eval prompts, each with its best completion. A prompt qualifies when that completion reaches
+    min_reward; with fallback 'best', prompts below it fill up what is missing."""
+    best = frame.loc[frame.groupby("prompt_id", sort=True)["reward_raw"].idxmax()]
     eligible = best[best["reward_raw"] >= min_reward]
-    if len(eligible) < n_eval:
-        raise DataError(
-            f"config key 'data.n_eval_prompts': asked for {n_eval} held-out prompts, only {len(eligible)} "
-            f"have a completion with reward >= {min_reward} (data.eval_min_reward)"
-        )
-    held_out = eligible.sample(n=n_eval, random_state=seed).sort_values("prompt_id")
-    train = frame[~frame["prompt_id"].isin(held_out["prompt_id"])]
-    return train.reset_index(drop=True), held_out.reset_index(drop=True)
+    if len(eligible) >= n_eval:
+        return eligible.sample(n=n_eval, random_state=seed).sort_values("prompt_id")
+    if fallback == "best" and len(best) >= n_eval:
+        rest = best.drop(eligible.index).sample(n=n_eval - len(eligible), random_state=seed)
+        return pd.concat([eligible, rest]).sort_values("prompt_id")
+    raise DataError(
+        f"config key 'data.n_eval_prompts': asked for {n_eval} held-out prompts, only {len(eligible)} of {len(best)} "
+        f"have a completion with reward >= {min_reward} (data.eval_min_reward; data.eval_fallback: best takes others too)"
+    )
+
+
+def _checked(data_cfg: dict, out_dir: Path, name: str):
+    rows, origin, input_md5 = sources.load_rows(data_cfg)
+    rows.rejected.sort(key=lambda e: (e["row"], e.get("completion", -1)))  # file order
+    rejects = out_dir / f"rejects{name}.jsonl"
+    with open(fresh(rejects), "w") as handle:
+        for entry in rows.rejected:
+            handle.write(json.dumps(entry) + "\n")
+    if rows.rejected and data_cfg["on_bad_rows"] == "error":
+        first = rows.rejected[0]
+        where = f"{first['file']}: row {first['row']}" + (f", completion {first['completion']}" if "completion" in first else "")
+        raise DataError(f"{where} field '{first['field']}': {first['reason']} ({len(rows.rejected)} bad row(s) in all, "
+                        f"each listed in {rejects}; data.on_bad_rows: drop drops them)")
+    if not rows.kept:
+        raise DataError(f"{origin}: no usable rows ({len(rows.rejected)} rejected, listed in {rejects})")
+    return _frame(rows.kept), origin, input_md5, rows.rejected
 
 
 def prepare(cfg: dict, out_dir: str | Path) -> dict:
     data_cfg = cfg["data"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame, origin = load_source(data_cfg)
-    frame.insert(0, "prompt_id", frame["prompt"].map(prompt_id))
-    train, held_out = split(frame, data_cfg["n_eval_prompts"], data_cfg["eval_min_reward"], data_cfg["split_seed"])
+    frame, origin, input_md5, rejected = _checked(data_cfg, out_dir, "")
+    if data_cfg["source"] == "hub" and data_cfg["hub_eval_split"]:
+        eval_cfg = {**data_cfg, "hub_split": data_cfg["hub_eval_split"]}
+        eval_frame, eval_origin, eval_md5, eval_rejected = _checked(eval_cfg, out_dir, "_eval")
+        origin, input_md5, rejected = f"{origin} + {eval_origin}", {**input_md5, **eval_md5}, rejected + eval_rejected
+    else:
+        eval_frame = frame
+    evaluation = held_out(eval_frame, data_cfg["n_eval_prompts"], data_cfg["eval_min_reward"], data_cfg["eval_fallback"],
+                          data_cfg["split_seed"])
+    train = frame[~frame["prompt_id"].isin(evaluation["prompt_id"])].reset_index(drop=True)
+    if train.empty:
+        raise DataError(f"{origin}: every prompt went to the held-out set; lower data.n_eval_prompts")
 
-    mean, std = float(train["reward_raw"].mean()), float(train["reward_raw"].std(ddof=0))
-    if not data_cfg["standardize_rewards"]:
-        mean, std = 0.0, 1.0
-    std = std if std > 0 else 1.0
+    mean, std = 0.0, 1.0
+    if data_cfg["standardize_rewards"]:
+        mean, std = float(train["reward_raw"].mean()), float(train["reward_raw"].std(ddof=0))
+        std = std if std > 0 else 1.0  # all rewards equal: centre only
     outputs = {}
-    for name, part in (("train", train), ("eval", held_out)):
-        part = part.assign(reward=(part["reward_raw"] - mean) / std, split=name)
-        path = out_dir / f"{name}.parquet"
-        part.to_parquet(path, index=False)
-        outputs[name] = path
+    for name, part in (("train", train), ("eval", evaluation.reset_index(drop=True))):
+        part = part.assign(row=np.arange(len(part)), reward=(part["reward_raw"] - mean) / std, split=name)[COLUMNS]
+        outputs[name] = out_dir / f"{name}.parquet"
+        part.to_parquet(fresh(outputs[name]), index=False)
+
+    reasons = {}
+    for entry in rejected:
+        key = entry["reason"].split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
     manifest = {
         "source": origin,
-        "rows": {"train": len(train), "eval": len(held_out)},
-        "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(held_out["prompt_id"].nunique())},
-        "reward_standardisation": {"mean": mean, "std": std},
-        "md5": {name: md5(path) for name, path in outputs.items()},
+        "rows": {"train": len(train), "eval": len(evaluation)},
+        "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(evaluation["prompt_id"].nunique())},
+        "responses_per_prompt": {"train_mean": len(train) / max(train["prompt_id"].nunique(), 1)},
+        "reward_raw": {"train_mean": mean, "train_std": std, "min": float(train["reward_raw"].min()),
+                       "max": float(train["reward_raw"].max())},
+        "rejected": {"total": len(rejected), "by_reason": reasons, "file": str(out_dir / "rejects.jsonl")},
+        "md5": {"inputs": input_md5, "outputs": {name: md5(path) for name, path in outputs.items()}},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    fresh(out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+# --- ablation variants of the training table ---------------------------------------------------------
+
+def keep_count(n: int, density: float) -> int:
+    """round(density * n) with halves rounded up, and at least one response per prompt."""
+    return max(1, int(np.floor(density * n + 0.5)))
+
+
+def density_variant(train: pd.DataFrame, density: float, seed: int) -> pd.DataFrame:
+    """Keep keep_count(n_x, density) of each prompt's n_x responses, drawn without replacement."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for _, group in train.groupby("prompt_id", sort=True):
+        kept.extend(rng.choice(group.index.to_numpy(), size=keep_count(len(group), density), replace=False))
+    return train.loc[sorted(kept)].reset_index(drop=True)
+
+
+def noise_variant(train: pd.DataFrame, sigma: float, seed: int) -> pd.DataFrame:
+    """reward + N(0, sigma^2) on the standardised training rewards (reward_raw keeps the clean value)."""
+    noise = np.random.default_rng(seed).normal(0.0, sigma, size=len(train))
+    return train.assign(reward=train["reward"].to_numpy() + noise)
+
+
+def make_variant(cfg: dict, train_path, kind: str, value: float, out_path) -> None:
+    train = pd.read_parquet(train_path)
+    seed = cfg["data"]["variant_seed"]
+    table = density_variant(train, value, seed) if kind == "density" else noise_variant(train, value, seed)
+    table.to_parquet(fresh(Path(out_path)), index=False)

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Bad input data; the message names the file, row and field."""
+
+
+class VersioningError(RuntimeError):
+    """DVC could not version the data; the message says what to do."""

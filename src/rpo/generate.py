@@ -46,7 +46,10 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
     done = done[: len(done) // gcfg["batch_size"] * gcfg["batch_size"]]  # whole batches only
     slices = batch_slices(len(table), gcfg["batch_size"])
     kwargs = generation_kwargs(gcfg, tokenizer)
-    with tracking.run(cfg, "generate", cell, params={"generate": gcfg}), open(partial, "w") as sink:
+    from rpo.data import md5
+
+    with tracking.run(cfg, "generate", cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}), \
+            open(partial, "w") as sink:
         for row in done:  # rewrite the complete rows only, dropping a cut-off tail
             sink.write(json.dumps(row) + "\n")
         for index, rows in enumerate(tqdm(slices, desc=f"generate {cell['model']}/{cell['method']}")):

@@ -120,7 +120,7 @@ def sample_response(prompt: str, rng: random.Random, skill: float) -> str:
 
 
 def dataset(n_prompts: int, responses_per_prompt: int, seed: int) -> list[dict]:
-    """(prompt, response, reward) rows, several responses of mixed quality per prompt."""
+    """(prompt, response, reward) rows, several distinct responses of mixed quality per prompt."""
     rng = random.Random(seed)
     rows = []
     seen = set()
@@ -129,7 +129,12 @@ def dataset(n_prompts: int, responses_per_prompt: int, seed: int) -> list[dict]:
         if prompt in seen:
             continue
         seen.add(prompt)
-        for _ in range(responses_per_prompt):
+        responses = set()
+        for _ in range(100 * responses_per_prompt):  # distinct responses: duplicates are rejected as bad rows
+            if len(responses) == responses_per_prompt:
+                break
             response = sample_response(prompt, rng, skill=rng.uniform(0.3, 1.0))
-            rows.append({"prompt": prompt, "response": response, "reward": reward(prompt, response)})
+            if response not in responses:
+                responses.add(response)
+                rows.append({"prompt": prompt, "response": response, "reward": reward(prompt, response)})
     return rows

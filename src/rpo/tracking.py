@@ -81,13 +81,14 @@ def _get_or_create_experiment(mlflow, name: str) -> str:
 
 
 @contextlib.contextmanager
-def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = None):
+def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = None, tags: dict | None = None):
     """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed)."""
     import mlflow
 
     exp = experiment_id(cfg["mlflow"]["experiment"])
     cell = cell or {}
-    tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()}}
+    tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()},
+            **(tags or {})}
     name = "/".join([stage, *(str(cell[k]) for k in ("model", "method", "ablation", "seed") if k in cell)])
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as active:
         if params:

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from rpo import config as config_lib
-from rpo import modeling, objectives, tracking, value
+from rpo import data, modeling, objectives, tracking, value
 from rpo.reference import batch_slices
 
 
@@ -26,31 +26,38 @@ def _reduced(ref: pd.DataFrame, sum_col: str, count_col: str, reduction: str):
     return modeling.reduce(torch.tensor(ref[sum_col].to_numpy()), torch.tensor(ref[count_col].to_numpy()), reduction).numpy()
 
 
-def training_table(cfg: dict, objective, train_path, ref_path) -> pd.DataFrame:
-    """The training rows with what the objective reads: cached reference log-probs, KL pairs, its own columns."""
+def training_table(cfg: dict, objective, train_path, ref_path, base_train_path=None) -> pd.DataFrame:
+    """The training rows with what the objective reads: cached reference log-probs, KL pairs, its own columns.
+
+    The cache is aligned with the full training table (`base_train_path`); an ablation's variant table
+    (a density subset, or noisy rewards) points into it through its `row` column.
+    """
     table = pd.read_parquet(train_path)
     if not objective.needs_reference:
         return objective.prepare(table, cfg)
     if ref_path is None:
         raise ValueError(f"objective '{objective.name}' needs cached reference log-probs (--ref)")
     ref = pd.read_parquet(ref_path)
-    if len(ref) != len(table) or not (ref["prompt_id"].to_numpy() == table["prompt_id"].to_numpy()).all():
+    rows = table["row"].to_numpy()
+    if rows.max(initial=-1) >= len(ref) or not (ref["prompt_id"].to_numpy()[rows] == table["prompt_id"].to_numpy()).all():
         raise ValueError(f"{ref_path}: reference log-probs do not match the rows of {train_path}; rebuild them")
+    ref = ref.iloc[rows].reset_index(drop=True)
     reduction = cfg["objective"]["logprob_reduction"]
     table = table.assign(ref_logp=_reduced(ref, "ref_logp_sum", "n_tokens", reduction))
     if objective.needs_kl_pairs(cfg):
         if "kl_row" not in ref:
             raise ValueError(f"{ref_path}: no KL-pair log-probs; they are computed when 'kto' is in methods")
-        table = table.assign(kl_response=table["response"].to_numpy()[ref["kl_row"].to_numpy()],
+        responses = pd.read_parquet(base_train_path or train_path, columns=["response"])["response"].to_numpy()
+        table = table.assign(kl_response=responses[ref["kl_row"].to_numpy()],
                              ref_kl_logp=_reduced(ref, "ref_kl_logp_sum", "kl_n_tokens", reduction))
     return objective.prepare(table, cfg)
 
 
-def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir) -> dict:
+def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None) -> dict:
     cfg = config_lib.for_ablation(cfg, cell["ablation"])
     spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
     objective = objectives.get(cell["method"])
-    table = training_table(cfg, objective, train_path, ref_path)
+    table = training_table(cfg, objective, train_path, ref_path, base_train_path)
     set_seed(cell["seed"])
     model, tokenizer = modeling.load(init_dir, spec["arch"])
     model.train()
@@ -74,7 +81,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir) -> dic
     out_dir = Path(out_dir)
     history, tokens, step = [], 0, 0
     start = time.perf_counter()
-    with tracking.run(cfg, "train", cell, params=cfg) as run:
+    with tracking.run(cfg, "train", cell, params=cfg, tags={"data_md5": data.md5(train_path)}) as run:
         import mlflow
 
         progress = tqdm(total=total_steps, desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}")

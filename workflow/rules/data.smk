@@ -17,9 +17,9 @@ rule prepare_data:
     input:
         config=CONFIG_FILE,
     output:
-        train=f"{RESULTS}/data/train.parquet",
-        eval=f"{RESULTS}/data/eval.parquet",
-        manifest=f"{RESULTS}/data/manifest.json",
+        train=f"{DATA}/train.parquet",
+        eval=f"{DATA}/eval.parquet",
+        manifest=f"{DATA}/manifest.json",
     log:
         f"{RESULTS}/logs/prepare_data.log",
     conda:
@@ -28,6 +28,26 @@ rule prepare_data:
         mem_mb=2000,
     shell:
         "rpo prepare-data --config {input.config} --out-dir $(dirname {output.train}) 2>&1 | tee {log}"
+
+
+rule data_variant:
+    input:
+        config=CONFIG_FILE,
+        train=rules.prepare_data.output.train,
+    output:
+        f"{DATA}/train_{{kind}}{{value}}.parquet",
+    wildcard_constraints:
+        kind="density|noise",
+        value=r"[0-9.]+",
+    log:
+        f"{RESULTS}/logs/data_variant_{{kind}}{{value}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+    shell:
+        "rpo data-variant --config {input.config} --train {input.train} --kind {wildcards.kind} "
+        "--value {wildcards.value} --out {output} 2>&1 | tee {log}"
 
 
 rule init_model:
@@ -63,3 +83,22 @@ rule reference_logprobs:
     shell:
         "rpo ref-logprobs --config {input.config} --model {wildcards.model} --model-dir {input.model} "
         "--train {input.train} --out {output} 2>&1 | tee {log}"
+
+
+rule version_data:
+    input:
+        config=CONFIG_FILE,
+        tables=data_tables(),
+        manifest=rules.prepare_data.output.manifest,
+    output:
+        f"{DATA}.dvc",
+    params:
+        folder=lambda wildcards, output: output[0].removesuffix(".dvc"),
+    log:
+        f"{RESULTS}/logs/version_data.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1000,
+    shell:
+        "rpo version-data --path {params.folder} 2>&1 | tee {log}"

@@ -2,7 +2,8 @@ rule train:
     input:
         config=CONFIG_FILE,
         init=rules.init_model.output,
-        train=rules.prepare_data.output.train,
+        train=training_table,
+        base=rules.prepare_data.output.train,
         ref=rules.reference_logprobs.output,
     output:
         model=directory(f"{RUN_DIR}/model"),
@@ -16,4 +17,4 @@ rule train:
     shell:
         "rpo train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
         "--ablation {wildcards.ablation} --seed {wildcards.seed} --init {input.init} --train {input.train} "
-        "--ref {input.ref} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
+        "--base-train {input.base} --ref {input.ref} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
