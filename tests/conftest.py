@@ -22,7 +22,8 @@ MICRO = {
                "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},
     },
     "data": {"synthetic": {"n_prompts": 24, "responses_per_prompt": 3}, "n_eval_prompts": 4, "dvc": False},
-    "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_prompt_len": 64, "max_response_len": 32, "log_every": 1},
+    "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_prompt_len": 64, "max_response_len": 32, "log_every": 1,
+              "checkpoint_every": 2, "kl_every": 2, "kl_prompts": 2, "kl_max_new_tokens": 8},
     "generate": {"max_new_tokens": 8, "batch_size": 4},
 }
 

@@ -52,8 +52,9 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
             run_dir = res / model / method / "default" / "seed0"
             cell = ["--model", model, "--method", method, "--ablation", "default", "--seed", "0"]
             run("train", "--config", cfg, *cell, "--init", ref_dir, "--train", res / "data" / "train.parquet",
-                "--ref", ref, "--out-dir", run_dir)
+                "--ref", ref, "--eval", res / "data" / "eval.parquet", "--out-dir", run_dir)
             assert (run_dir / "model" / "config.json").is_file() and (run_dir / "train.json").is_file()
+            assert len(pd.read_csv(run_dir / "kl.csv")) >= 2 and not (run_dir / "checkpoint").exists()
 
             run("generate", "--config", cfg, *cell, "--model-dir", run_dir / "model", "--eval", res / "data" / "eval.parquet",
                 "--out", run_dir / "generations.jsonl")

@@ -67,7 +67,8 @@ def cmd_ref_logprobs(args) -> None:
 def cmd_train(args) -> None:
     from rpo import train
 
-    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train)
+    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train,
+                          args.eval)
     print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
 
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--ref", help="cached reference log-probs (methods that need them)")
     p.add_argument("--base-train", help="the full training table the cache is aligned with (when --train is a variant)")
+    p.add_argument("--eval", help="held-out table; its first prompts are used to track KL(pi_theta || pi_ref)")
     p.add_argument("--out-dir", required=True)
 
     p = step("generate", cmd_generate, "generate on the held-out prompts", cell=True)

@@ -124,6 +124,11 @@ def encode(tokenizer, arch: str, prompts: list[str], responses: list[str], max_p
     """Dynamic padding to the longest pair in the batch; the response ends with EOS."""
     prompt_ids = [ids[-max_prompt_len:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     response_ids = [ids[: max_response_len - 1] + [tokenizer.eos_token_id] for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
+    return batch_from_ids(tokenizer, arch, prompt_ids, response_ids)
+
+
+def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> Batch:
+    """Right-padded (prompt, response) token ids; only response tokens are scored."""
     pad = tokenizer.pad_token_id
     if arch == "causal":
         seqs = [p + r for p, r in zip(prompt_ids, response_ids)]

@@ -81,8 +81,10 @@ def _get_or_create_experiment(mlflow, name: str) -> str:
 
 
 @contextlib.contextmanager
-def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = None, tags: dict | None = None):
-    """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed)."""
+def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = None, tags: dict | None = None,
+        run_id: str | None = None):
+    """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed).
+    `run_id` reopens an earlier run (a resumed training job continues its own run)."""
     import mlflow
 
     exp = experiment_id(cfg["mlflow"]["experiment"])
@@ -90,6 +92,10 @@ def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = N
     tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()},
             **(tags or {})}
     name = "/".join([stage, *(str(cell[k]) for k in ("model", "method", "ablation", "seed") if k in cell)])
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as active:
+            yield active
+        return
     with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as active:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})

@@ -12,8 +12,7 @@ import torch
 from tqdm import tqdm
 
 from rpo import config as config_lib
-from rpo import data, modeling, objectives, tracking, value
-from rpo.reference import batch_slices
+from rpo import checkpoint, data, kl, modeling, objectives, tracking, value
 
 
 def set_seed(seed: int) -> None:
@@ -53,7 +52,52 @@ def training_table(cfg: dict, objective, train_path, ref_path, base_train_path=N
     return objective.prepare(table, cfg)
 
 
-def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None) -> dict:
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Step:
+    """Turns one micro-batch of training rows into the objective's inputs and its loss."""
+
+    def __init__(self, cfg, spec, objective, model, tokenizer, value_net):
+        self.cfg, self.spec, self.objective = cfg, spec, objective
+        self.model, self.tokenizer, self.value_net = model, tokenizer, value_net
+        self.kl_pairs = objective.needs_kl_pairs(cfg)
+        self.fields = (["reward", *objective.row_fields] + (["ref_logp"] if objective.needs_reference else [])
+                       + (["ref_kl_logp"] if self.kl_pairs else []))
+
+    def encode(self, prompts, responses):
+        tcfg = self.cfg["train"]
+        return modeling.encode(self.tokenizer, self.spec["arch"], prompts, responses, tcfg["max_prompt_len"],
+                               tcfg["max_response_len"])
+
+    def __call__(self, part: pd.DataFrame):
+        reduction = self.cfg["objective"]["logprob_reduction"]
+        batch = self.encode(part["prompt"].tolist(), part["response"].tolist())
+        scores = modeling.score(self.model, batch, prompt_repr=getattr(self.value_net, "uses_prompt_repr", False))
+        inputs = {name: torch.tensor(part[name].to_numpy(), dtype=torch.float32) for name in self.fields}
+        inputs.update(token_logp_sum=scores.sum_logp, n_tokens=scores.n_tokens,
+                      policy_logp=modeling.reduce(scores.sum_logp, scores.n_tokens, reduction))
+        if self.value_net is not None:
+            inputs["value"] = self.value_net(batch, scores.prompt_repr)
+        if self.kl_pairs:
+            with torch.no_grad():
+                kl_batch = self.encode(part["prompt"].tolist(), part["kl_response"].tolist())
+                inputs["policy_kl_logp"] = modeling.reduce(*modeling.sequence_logprobs(self.model, kl_batch), reduction)
+        loss, metrics = self.objective.loss(inputs, self.cfg)
+        n_tokens = int(batch.attention_mask.sum()) + (int(batch.response_mask.sum()) if batch.labels is not None else 0)
+        return loss, metrics, n_tokens
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None) -> dict:
     cfg = config_lib.for_ablation(cfg, cell["ablation"])
     spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
     objective = objectives.get(cell["method"])
@@ -64,76 +108,117 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
     if tcfg["disable_dropout"]:
         modeling.disable_dropout(model)
     value_net = value.build(cfg, model) if objective.needs_value_model else None
-    kl_pairs = objective.needs_kl_pairs(cfg)
+    step_fn = Step(cfg, spec, objective, model, tokenizer, value_net)
 
     from transformers import get_scheduler
 
-    order = torch.randperm(len(table), generator=torch.Generator().manual_seed(cell["seed"]))
-    steps_per_epoch = max(1, len(table) // (tcfg["batch_size"] * tcfg["grad_accum"]))
+    per_step = tcfg["batch_size"] * tcfg["grad_accum"]
+    steps_per_epoch = max(1, len(table) // per_step)
     total_steps = steps_per_epoch * tcfg["epochs"]
-    params = list(model.parameters()) + (list(value_net.parameters()) if value_net is not None else [])
+    modules = {"model": model, **({"value": value_net} if value_net is not None else {})}
+    params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=min(tcfg["warmup_steps"], total_steps // 2),
                               num_training_steps=total_steps)
-    fields = ["reward", *objective.row_fields] + (["ref_logp"] if objective.needs_reference else []) + (["ref_kl_logp"] if kl_pairs else [])
-    reduction = cfg["objective"]["logprob_reduction"]
 
     out_dir = Path(out_dir)
-    history, tokens, step = [], 0, 0
-    start = time.perf_counter()
-    with tracking.run(cfg, "train", cell, params=cfg, tags={"data_md5": data.md5(train_path)}) as run:
+    ckpt_dir = out_dir / "checkpoint"
+    progress_state = {"step": 0, "tokens": 0, "wall_time_s": 0.0, "history": [], "kl": [], "run_id": None}
+    found = checkpoint.latest(ckpt_dir)
+    if found is not None:
+        progress_state = checkpoint.load(found, modules, optimizer, scheduler)
+        print(f"resuming from {found} at step {progress_state['step']} of {total_steps}")
+
+    kl_tracker = _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, cell["seed"])
+    started = time.perf_counter() - progress_state["wall_time_s"]
+    tags = {"data_md5": data.md5(train_path)}
+    with tracking.run(cfg, "train", cell, params=cfg, tags=tags, run_id=progress_state["run_id"]) as run:
         import mlflow
 
-        progress = tqdm(total=total_steps, desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}")
-        micro = batch_slices(steps_per_epoch * tcfg["batch_size"] * tcfg["grad_accum"], tcfg["batch_size"])
-        for epoch in range(tcfg["epochs"]):
-            if epoch:
-                order = torch.randperm(len(table), generator=torch.Generator().manual_seed(cell["seed"] + epoch))
-            for i, rows in enumerate(micro):
-                part = table.iloc[order[rows].numpy()]
-                batch = modeling.encode(tokenizer, spec["arch"], part["prompt"].tolist(), part["response"].tolist(),
-                                        tcfg["max_prompt_len"], tcfg["max_response_len"])
-                scores = modeling.score(model, batch, prompt_repr=getattr(value_net, "uses_prompt_repr", False))
-                inputs = {name: torch.tensor(part[name].to_numpy(), dtype=torch.float32) for name in fields}
-                inputs.update(token_logp_sum=scores.sum_logp, n_tokens=scores.n_tokens,
-                              policy_logp=modeling.reduce(scores.sum_logp, scores.n_tokens, reduction))
-                if value_net is not None:
-                    inputs["value"] = value_net(batch, scores.prompt_repr)
-                if kl_pairs:
-                    with torch.no_grad():
-                        kl_batch = modeling.encode(tokenizer, spec["arch"], part["prompt"].tolist(), part["kl_response"].tolist(),
-                                                   tcfg["max_prompt_len"], tcfg["max_response_len"])
-                        inputs["policy_kl_logp"] = modeling.reduce(*modeling.sequence_logprobs(model, kl_batch), reduction)
-                loss, metrics = objective.loss(inputs, cfg)
+        progress_state["run_id"] = run.info.run_id
+        bar = tqdm(total=total_steps, initial=progress_state["step"],
+                   desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}")
+        if progress_state["step"] == 0 and kl_tracker:
+            progress_state["kl"].append(kl_tracker(model, 0))
+        for step in range(progress_state["step"], total_steps):
+            epoch, index = divmod(step, steps_per_epoch)
+            order = epoch_order(len(table), cell["seed"], epoch)
+            losses, metrics = [], {}
+            for micro in range(tcfg["grad_accum"]):
+                first = index * per_step + micro * tcfg["batch_size"]
+                loss, metrics, n_tokens = step_fn(table.iloc[order[first:first + tcfg["batch_size"]].numpy()])
                 (loss / tcfg["grad_accum"]).backward()
-                tokens += int(batch.attention_mask.sum()) + (int(batch.response_mask.sum()) if batch.labels is not None else 0)
-                if (i + 1) % tcfg["grad_accum"]:
-                    continue
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg["max_grad_norm"])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                record = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), **metrics}
-                history.append(record)
-                if step % tcfg["log_every"] == 0 or step == total_steps:
-                    mlflow.log_metrics(record, step=step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
-        progress.close()
-        wall = time.perf_counter() - start
-        model.save_pretrained(out_dir / "model")
-        tokenizer.save_pretrained(out_dir / "model")
-        summary = {
-            **cell,
-            "steps": step,
-            "wall_time_s": wall,
-            "tokens_per_s": tokens / wall,
-            "first_loss": history[0]["loss"] if history else None,
-            "final_loss": history[-1]["loss"] if history else None,
-            "mlflow_run_id": run.info.run_id,
-        }
-        mlflow.log_metrics({"wall_time_s": wall, "tokens_per_s": summary["tokens_per_s"]})
-        (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
-        mlflow.log_artifact(str(out_dir / "train.json"))
+                losses.append(loss.item())
+                progress_state["tokens"] += n_tokens
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tcfg["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            record = {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), **metrics}
+            progress_state["history"].append(record)
+            if done % tcfg["log_every"] == 0 or done == total_steps:
+                mlflow.log_metrics(record, step=done)
+            if kl_tracker and (done % tcfg["kl_every"] == 0 or done == total_steps):
+                progress_state["kl"].append(kl_tracker(model, done))
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if tcfg["checkpoint_every"] and done % tcfg["checkpoint_every"] == 0 and done < total_steps:
+                progress_state.update(step=done, wall_time_s=time.perf_counter() - started)
+                checkpoint.save(ckpt_dir, modules, optimizer, scheduler, progress_state)
+        bar.close()
+        return _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, progress_state, total_steps,
+                       time.perf_counter() - started, len(table), run)
+
+
+def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed):
+    """A function (policy, step) -> KL record, or None when KL tracking is off. Loads the reference model,
+    which training itself never needs (its log-probs are cached)."""
+    if not tcfg["kl_every"] or eval_path is None:
+        return None
+    reference, _ = modeling.load(init_dir, spec["arch"])
+    reference.eval()
+    prompts = pd.read_parquet(eval_path)["prompt"].tolist()[: tcfg["kl_prompts"]]
+
+    def track(policy, step):
+        import mlflow
+
+        record = {"step": step, **kl.estimate(policy, reference, tokenizer, spec["arch"], prompts, tcfg["max_prompt_len"],
+                                              tcfg["kl_max_new_tokens"], seed=seed * 7919 + step)}
+        mlflow.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
+        return record
+
+    return track
+
+
+def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run):
+    import mlflow
+
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    if value_net is not None:
+        torch.save(value_net.state_dict(), out_dir / "model" / "value_model.pt")
+    history = state["history"]
+    losses = [h["loss"] for h in history]
+    tail = losses[-max(1, len(losses) // 10):]
+    summary = {
+        **cell,
+        "steps": total_steps,
+        "rows": n_rows,
+        "wall_time_s": wall,
+        "tokens_per_s": state["tokens"] / wall,
+        "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,
+        "peak_memory_mb": peak_memory_mb(),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
+        "mlflow_run_id": run.info.run_id,
+    }
+    mlflow.log_metrics({k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")})
+    kl_columns = ["step", "kl", "kl_std", "kl_samples", "kl_response_tokens", *cell]
+    pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(out_dir / "kl.csv", index=False)
+    mlflow.log_artifact(str(out_dir / "kl.csv"))
+    (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
+    mlflow.log_artifact(str(out_dir / "train.json"))
+    checkpoint.remove(ckpt_dir)
     return summary

@@ -5,9 +5,11 @@ rule train:
         train=training_table,
         base=rules.prepare_data.output.train,
         ref=rules.reference_logprobs.output,
+        eval=rules.prepare_data.output.eval,
     output:
         model=directory(f"{RUN_DIR}/model"),
         summary=f"{RUN_DIR}/train.json",
+        kl=f"{RUN_DIR}/kl.csv",
     log:
         f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/train.log",
     conda:
@@ -17,4 +19,4 @@ rule train:
     shell:
         "rpo train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
         "--ablation {wildcards.ablation} --seed {wildcards.seed} --init {input.init} --train {input.train} "
-        "--base-train {input.base} --ref {input.ref} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
+        "--base-train {input.base} --ref {input.ref} --eval {input.eval} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
