@@ -29,7 +29,10 @@ def cmd_config(args) -> None:
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        tracking.experiment_id(cfg["mlflow"]["experiment"])  # create the store once, before jobs run in parallel
+        try:  # create the store once, before jobs run in parallel
+            tracking.experiment_id(cfg["mlflow"]["experiment"])
+        except Exception as exc:  # noqa: BLE001 - jobs record their runs offline then
+            print(f"warning: MLflow unreachable at {tracking.tracking_uri()}: {exc}", file=sys.stderr)
     print(f"config '{cfg['name']}' is valid: {len(config.runs(cfg))} training runs")
 
 
@@ -50,6 +53,13 @@ def cmd_version_data(args) -> None:
     from rpo import versioning
 
     print(versioning.track(args.path))
+
+
+def cmd_mlflow_import(args) -> None:
+    from rpo import tracking
+
+    for folder in args.folders:
+        print(f"{folder}: imported as MLflow run {tracking.replay(folder)}")
 
 
 def cmd_init_model(args) -> None:
@@ -122,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = step("version-data", cmd_version_data, "version prepared tables with DVC (dvc add, then dvc push)", config=False)
     p.add_argument("--path", required=True, help="folder of prepared tables")
+
+    p = step("mlflow-import", cmd_mlflow_import, "import runs recorded while MLflow was unreachable", config=False)
+    p.add_argument("folders", nargs="+", help="job folders holding mlflow_offline.json")
 
     p = step("init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)")
     p.add_argument("--model", required=True)

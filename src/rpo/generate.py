@@ -48,7 +48,7 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
     kwargs = generation_kwargs(gcfg, tokenizer)
     from rpo.data import md5
 
-    with tracking.run(cfg, "generate", cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}), \
+    with tracking.run(cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}), \
             open(partial, "w") as sink:
         for row in done:  # rewrite the complete rows only, dropping a cut-off tail
             sink.write(json.dumps(row) + "\n")

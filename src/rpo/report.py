@@ -56,10 +56,10 @@ def table2(cfg: dict, score_paths: list[str], out_md, out_csv) -> str:
     Path(out_md).write_text(markdown)
     table.to_csv(out_csv, index=False)
     sidecar = Path(out_md).with_suffix(".runs.json")
-    sidecar.write_text(json.dumps({"score_runs": sorted(scores["mlflow_run_id"].tolist())}, indent=2))
-    with tracking.run(cfg, "report", {"table": "table2"}):
-        import mlflow
-
+    run_ids = scores["mlflow_run_id"].tolist()
+    sidecar.write_text(json.dumps({"score_runs": sorted(r for r in run_ids if r),
+                                   "score_runs_recorded_offline": sum(not r for r in run_ids)}, indent=2))
+    with tracking.run(cfg, "report", Path(out_md).parent, {"table": "table2"}) as run:
         for path in (out_md, out_csv, sidecar):
-            mlflow.log_artifact(str(path))
+            run.log_artifact(path)
     return markdown

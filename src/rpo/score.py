@@ -30,11 +30,9 @@ def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
         result["distinct_2"] = metrics.distinct_2(generations)
     if "avg_len" in wanted:
         result["avg_len"] = metrics.avg_length(generations)
-    with tracking.run(cfg, "score", cell) as run:
-        import mlflow
-
-        mlflow.log_metrics(result)
-        summary = {**cell, "n": len(rows), "metrics": result, "mlflow_run_id": run.info.run_id}
+    with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
+        run.log_metrics(result)
+        summary = {**cell, "n": len(rows), "metrics": result, "mlflow_run_id": run.run_id}
         Path(out_path).write_text(json.dumps(summary, indent=2))
-        mlflow.log_artifact(str(out_path))
+        run.log_artifact(out_path)
     return summary

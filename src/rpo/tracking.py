@@ -1,17 +1,26 @@
-"""MLflow tracking: every training, generation and scoring job is one run, tagged so it can be traced.
+"""MLflow tracking: every training, generation, scoring and report job is one run, tagged so it can be traced.
 
 Default store: sqlite at results/mlflow.db (relative to the working directory); MLFLOW_TRACKING_URI overrides.
+When the tracking store cannot be reached, the job goes on and records the run in
+<job folder>/mlflow_offline.json; `rpo mlflow-import <folder>` replays it into MLflow later.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 DEFAULT_DB = Path("results") / "mlflow.db"
 ARTIFACT_ROOT = Path("results") / "mlartifacts"
+OFFLINE_FILE = "mlflow_offline.json"
+
+# An unreachable server should cost seconds, not MLflow's default minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def tracking_uri() -> str:
@@ -64,39 +73,135 @@ def experiment_id(name: str) -> str:
 
     mlflow.set_tracking_uri(tracking_uri())
     with _store_lock():
-        return _get_or_create_experiment(mlflow, name)
-
-
-def _get_or_create_experiment(mlflow, name: str) -> str:
-    for _ in range(5):  # jobs on other machines may race to create it
-        found = mlflow.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            ARTIFACT_ROOT.mkdir(parents=True, exist_ok=True)
-            return mlflow.create_experiment(name, artifact_location=(ARTIFACT_ROOT / name).resolve().as_uri())
-        except Exception:  # noqa: BLE001 - lost the race: read it back
-            continue
+        for _ in range(5):  # jobs on other machines may race to create it
+            found = mlflow.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            try:
+                ARTIFACT_ROOT.mkdir(parents=True, exist_ok=True)
+                return mlflow.create_experiment(name, artifact_location=(ARTIFACT_ROOT / name).resolve().as_uri())
+            except Exception:  # noqa: BLE001 - lost the race: read it back
+                continue
     raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {tracking_uri()}")
 
 
-@contextlib.contextmanager
-def run(cfg: dict, stage: str, cell: dict | None = None, params: dict | None = None, tags: dict | None = None,
-        run_id: str | None = None):
-    """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed).
-    `run_id` reopens an earlier run (a resumed training job continues its own run)."""
-    import mlflow
+class Run:
+    """One job's run. Online it writes through to MLflow; once MLflow fails (or never answered) it
+    records everything in <folder>/mlflow_offline.json instead, so nothing is lost."""
 
-    exp = experiment_id(cfg["mlflow"]["experiment"])
+    def __init__(self, folder: Path, experiment: str, name: str, tags: dict, run_id: str | None = None):
+        self.folder, self.run_id, self.client = Path(folder), run_id, None
+        self.record = {"experiment": experiment, "run_name": name, "tags": tags, "params": {}, "metrics": [],
+                       "artifacts": [], "mlflow_run_id": run_id}
+
+    def start(self) -> "Run":
+        try:
+            from mlflow.tracking import MlflowClient
+
+            exp = experiment_id(self.record["experiment"])
+            self.client = MlflowClient(tracking_uri())
+            if self.run_id is None:
+                self.run_id = self.client.create_run(exp, run_name=self.record["run_name"], tags=self.record["tags"]).info.run_id
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the store
+            self._go_offline(exc)
+        return self
+
+    @property
+    def offline(self) -> bool:
+        return self.client is None
+
+    def _go_offline(self, exc: Exception) -> None:
+        if "offline_reason" not in self.record:
+            print(f"MLflow unreachable at {tracking_uri()} ({type(exc).__name__}); recording this run in "
+                  f"{self.folder / OFFLINE_FILE} (replay it with `rpo mlflow-import {self.folder}`)", file=sys.stderr)
+        self.client = None
+        self.record["offline_reason"] = f"{type(exc).__name__}: {exc}"[:500]
+        self._write()
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / OFFLINE_FILE).write_text(json.dumps(self.record, indent=1))
+
+    def _call(self, online, offline) -> None:
+        offline()
+        if self.client is not None:
+            try:
+                online()
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._go_offline(exc)
+        self._write()
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        params = {k: str(v)[:500] for k, v in flatten(params).items()}
+        self._call(lambda: self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()]),
+                   lambda: self.record["params"].update(params))
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        rows = [(k, float(v), step or 0) for k, v in metrics.items()]
+        self._call(lambda: self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, s) for k, v, s in rows]),
+                   lambda: self.record["metrics"].extend([k, v, s] for k, v, s in rows))
+
+    def log_artifact(self, path) -> None:
+        path = str(Path(path).resolve())
+        self._call(lambda: self.client.log_artifact(self.run_id, path), lambda: self.record["artifacts"].append(path))
+
+    def end(self, status: str) -> None:
+        if self.client is not None:
+            try:
+                self.client.set_terminated(self.run_id, status)
+                return
+            except Exception as exc:  # noqa: BLE001
+                self._go_offline(exc)
+        self.record["status"] = status
+        self._write()
+
+
+@contextlib.contextmanager
+def run(cfg: dict, stage: str, folder, cell: dict | None = None, params: dict | None = None, tags: dict | None = None,
+        run_id: str | None = None):
+    """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed), `folder` is
+    where the job writes (and where an offline record goes). `run_id` reopens an earlier run."""
     cell = cell or {}
-    tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()},
-            **(tags or {})}
+    all_tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()},
+                **(tags or {})}
     name = "/".join([stage, *(str(cell[k]) for k in ("model", "method", "ablation", "seed") if k in cell)])
-    if run_id is not None:
-        with mlflow.start_run(run_id=run_id) as active:
-            yield active
-        return
-    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as active:
-        if params:
-            mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+    active = Run(folder, cfg["mlflow"]["experiment"], name, all_tags, run_id).start()
+    if params and run_id is None:
+        active.log_params(params)
+    try:
         yield active
+    except BaseException:
+        active.end("FAILED")
+        raise
+    active.end("FINISHED")
+
+
+def replay(folder) -> str:
+    """Import a run recorded offline into the current tracking store; returns the new run id."""
+    path = Path(folder) / OFFLINE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no offline MLflow record here")
+    record = json.loads(path.read_text())
+    active = Run(Path(folder), record["experiment"], record["run_name"], record["tags"]).start()
+    if active.offline:
+        raise RuntimeError(f"MLflow is still unreachable at {tracking_uri()}: {active.record['offline_reason']}")
+    active.log_params(record["params"])
+    by_step = {}
+    for key, value, step in record["metrics"]:
+        by_step.setdefault(step, {})[key] = value
+    for step, metrics in sorted(by_step.items()):
+        active.log_metrics(metrics, step=step)
+    for artifact in record["artifacts"]:
+        if Path(artifact).exists():
+            active.log_artifact(artifact)
+    active.end(record.get("status", "FINISHED"))
+    path.rename(path.with_suffix(".imported.json"))  # never imported twice
+    return active.run_id

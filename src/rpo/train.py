@@ -132,14 +132,12 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
     kl_tracker = _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, cell["seed"])
     started = time.perf_counter() - progress_state["wall_time_s"]
     tags = {"data_md5": data.md5(train_path)}
-    with tracking.run(cfg, "train", cell, params=cfg, tags=tags, run_id=progress_state["run_id"]) as run:
-        import mlflow
-
-        progress_state["run_id"] = run.info.run_id
+    with tracking.run(cfg, "train", out_dir, cell, params=cfg, tags=tags, run_id=progress_state["run_id"]) as run:
+        progress_state["run_id"] = run.run_id
         bar = tqdm(total=total_steps, initial=progress_state["step"],
                    desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}")
         if progress_state["step"] == 0 and kl_tracker:
-            progress_state["kl"].append(kl_tracker(model, 0))
+            progress_state["kl"].append(kl_tracker(model, 0, run))
         for step in range(progress_state["step"], total_steps):
             epoch, index = divmod(step, steps_per_epoch)
             order = epoch_order(len(table), cell["seed"], epoch)
@@ -158,9 +156,9 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
             record = {"loss": sum(losses) / len(losses), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), **metrics}
             progress_state["history"].append(record)
             if done % tcfg["log_every"] == 0 or done == total_steps:
-                mlflow.log_metrics(record, step=done)
+                run.log_metrics(record, step=done)
             if kl_tracker and (done % tcfg["kl_every"] == 0 or done == total_steps):
-                progress_state["kl"].append(kl_tracker(model, done))
+                progress_state["kl"].append(kl_tracker(model, done, run))
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             if tcfg["checkpoint_every"] and done % tcfg["checkpoint_every"] == 0 and done < total_steps:
@@ -180,20 +178,16 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed):
     reference.eval()
     prompts = pd.read_parquet(eval_path)["prompt"].tolist()[: tcfg["kl_prompts"]]
 
-    def track(policy, step):
-        import mlflow
-
+    def track(policy, step, run):
         record = {"step": step, **kl.estimate(policy, reference, tokenizer, spec["arch"], prompts, tcfg["max_prompt_len"],
                                               tcfg["kl_max_new_tokens"], seed=seed * 7919 + step)}
-        mlflow.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
+        run.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
         return record
 
     return track
 
 
 def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run):
-    import mlflow
-
     model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
     if value_net is not None:
@@ -212,13 +206,13 @@ def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, to
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "final_loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
-        "mlflow_run_id": run.info.run_id,
+        "mlflow_run_id": run.run_id,
     }
-    mlflow.log_metrics({k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")})
+    run.log_metrics({k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")})
     kl_columns = ["step", "kl", "kl_std", "kl_samples", "kl_response_tokens", *cell]
     pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(out_dir / "kl.csv", index=False)
-    mlflow.log_artifact(str(out_dir / "kl.csv"))
+    run.log_artifact(out_dir / "kl.csv")
     (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
-    mlflow.log_artifact(str(out_dir / "train.json"))
+    run.log_artifact(out_dir / "train.json")
     checkpoint.remove(ckpt_dir)
     return summary

@@ -1,0 +1,36 @@
+"""MLflow: an unreachable tracking server never stops a job; its run is recorded and imported later."""
+import json
+import sqlite3
+import time
+
+from conftest import write_config
+from rpo import tracking
+from rpo.cli import main
+
+
+def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro_config, monkeypatch, capsys):
+    cfg = write_config(workdir / "micro.yaml", micro_config)
+    gens = workdir / "run" / "generations.jsonl"
+    gens.parent.mkdir()
+    gens.write_text("".join(json.dumps({"prompt_id": str(i), "prompt": "p", "reference": "the cat sat on the mat",
+                                        "generation": "the cat sat"}) + "\n" for i in range(3)))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    start = time.perf_counter()
+    cell = ["--model", "llama", "--method", "rpo", "--seed", "0"]
+    assert main(["score", "--config", str(cfg), *cell, "--generations", str(gens), "--out", str(workdir / "run" / "scores.json")]) == 0
+    assert time.perf_counter() - start < 60
+    assert "MLflow unreachable" in capsys.readouterr().err
+    scores = json.loads((workdir / "run" / "scores.json").read_text())
+    record = json.loads((workdir / "run" / tracking.OFFLINE_FILE).read_text())
+    assert scores["mlflow_run_id"] is None and record["tags"]["rule"] == "score" and record["status"] == "FINISHED"
+    assert {m[0] for m in record["metrics"]} == {"rouge_l", "distinct_2", "avg_len"}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    assert main(["mlflow-import", str(workdir / "run")]) == 0
+    with sqlite3.connect(workdir / "mlflow.db") as con:
+        metrics = dict(con.execute("select key, value from metrics").fetchall())
+        tags = dict(con.execute("select key, value from tags").fetchall())
+        status = con.execute("select status from runs").fetchall()
+    assert metrics["rouge_l"] == scores["metrics"]["rouge_l"] and tags["rule"] == "score" and tags["model"] == "llama"
+    assert status == [("FINISHED",)]
+    assert not (workdir / "run" / tracking.OFFLINE_FILE).exists()  # imported once, never twice
