@@ -79,7 +79,7 @@ def cmd_train(args) -> None:
 
     summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train,
                           args.eval)
-    print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
+    print(json.dumps({k: summary.get(k) for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
 
 
 def cmd_generate(args) -> None:

@@ -38,7 +38,7 @@ def _done_rows(partial: Path) -> list[dict]:
 def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
     spec, gcfg = cfg["models"][cell["model"]], cfg["generate"]
     model, tokenizer = modeling.load(model_dir, spec["arch"])
-    model.eval()
+    model.to(modeling.device()).eval()
     table = pd.read_parquet(eval_path)
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
@@ -59,7 +59,8 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
             input_ids, attention_mask = modeling.encode_prompts(tokenizer, spec["arch"], part["prompt"].tolist(),
                                                                cfg["train"]["max_prompt_len"])
             torch.manual_seed(cell["seed"] * 1_000_003 + index)  # per batch, so a resumed run matches
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            output = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+                                    **kwargs).cpu()
             if spec["arch"] == "causal":
                 output = output[:, input_ids.shape[1]:]
             texts = tokenizer.batch_decode(output, skip_special_tokens=True)

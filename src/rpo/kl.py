@@ -24,7 +24,8 @@ def estimate(policy, reference, tokenizer, arch: str, prompts: list[str], max_pr
     was_training = policy.training
     policy.eval()
     input_ids, attention_mask = modeling.encode_prompts(tokenizer, arch, prompts, max_prompt_len)
-    with torch.random.fork_rng():  # leave the training RNG untouched, so resumed runs match
+    input_ids, attention_mask = input_ids.to(policy.device), attention_mask.to(policy.device)
+    with torch.random.fork_rng(devices=[policy.device] if policy.device.type == "cuda" else []):  # leave the training RNG untouched, so resumed runs match
         torch.manual_seed(seed)
         output = policy.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0, top_p=1.0,
                                  temperature=1.0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -38,7 +39,7 @@ def estimate(policy, reference, tokenizer, arch: str, prompts: list[str], max_pr
         prompt_ids = [[t for t, m in zip(row, mask) if m][:-1] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())]
         generated = [_until_eos(row[1:], eos, pad) for row in output.tolist()]  # drop the decoder start token
     keep = [i for i, g in enumerate(generated) if g]
-    batch = modeling.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep])
+    batch = modeling.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep]).to(policy.device)
     log_ratio = modeling.score(policy, batch).sum_logp - modeling.score(reference, batch).sum_logp
     return {"kl": log_ratio.mean().item(), "kl_std": log_ratio.std().item() if len(keep) > 1 else 0.0,
             "kl_samples": len(keep), "kl_response_tokens": batch.response_mask.sum().item() / max(len(keep), 1)}

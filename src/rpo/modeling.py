@@ -91,6 +91,20 @@ def load(path: str | Path, arch: str):
     return auto.from_pretrained(path), tokenizer
 
 
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def with_lora(model, lora: dict):
+    """Wrap the model with LoRA adapters (peft); only the adapters train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+    config = LoraConfig(task_type=task, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=lora["target_modules"] or "all-linear")
+    return get_peft_model(model, config)
+
+
 def disable_dropout(model) -> None:
     """Policy and cached reference log-probs must come from the same deterministic function."""
     for module in model.modules():
@@ -191,7 +205,8 @@ def score(model, batch: Batch, prompt_repr: bool = False) -> Scores:
         logps = gather_logprobs(out.logits[:, :-1], targets, mask)
         pooled = _pool(out.hidden_states[-1], batch.attention_mask * (1 - batch.response_mask)) if prompt_repr else None
     else:
-        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
+        core = getattr(model, "module", model)  # under DistributedDataParallel
+        decoder_input_ids = core.prepare_decoder_input_ids_from_labels(labels=batch.labels)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids)
         logps = gather_logprobs(out.logits, batch.labels, batch.response_mask)
         mask = batch.response_mask

@@ -140,8 +140,11 @@ def sft_prepare(table, cfg: dict):
 
 
 def sft_loss(inputs: dict, cfg: dict):
-    """Mean token negative log-likelihood of the responses in the batch."""
-    nll = -inputs["token_logp_sum"].sum() / inputs["n_tokens"].sum().clamp(min=1)
+    """Mean token negative log-likelihood of the responses in the batch. `token_normaliser`, when given,
+    is the token count to divide by: under data parallelism the trainer passes the global count over the
+    number of processes, so the averaged gradients are those of the global token mean."""
+    normaliser = inputs.get("token_normaliser", inputs["n_tokens"].sum())
+    nll = -inputs["token_logp_sum"].sum() / normaliser.clamp(min=1)
     return nll, {"nll": nll.item()}
 
 

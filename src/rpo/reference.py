@@ -40,9 +40,9 @@ def _score_rows(model, tokenizer, arch, prompts, responses, train_cfg, desc):
     for rows in tqdm(batch_slices(len(prompts), train_cfg["batch_size"] * 4), desc=desc):
         batch = modeling.encode(tokenizer, arch, prompts[rows], responses[rows],
                                 train_cfg["max_prompt_len"], train_cfg["max_response_len"])
-        total, n_tokens = modeling.sequence_logprobs(model, batch)
-        sums.append(total.double())
-        counts.append(n_tokens)
+        total, n_tokens = modeling.sequence_logprobs(model, batch.to(modeling.device()))
+        sums.append(total.double().cpu())
+        counts.append(n_tokens.cpu())
     return torch.cat(sums).numpy(), torch.cat(counts).numpy()
 
 
@@ -51,7 +51,7 @@ def compute_ref_logprobs(cfg: dict, model_name: str, model_dir: str | Path, trai
     each row's mismatched (prompt, other completion) pair, the KL pairs of KTO's reference point."""
     spec, train_cfg = cfg["models"][model_name], cfg["train"]
     model, tokenizer = modeling.load(model_dir, spec["arch"])
-    model.eval()
+    model.to(modeling.device()).eval()
     table = pd.read_parquet(train_path)
     prompts, responses = table["prompt"].tolist(), table["response"].tolist()
     ref_sum, n_tokens = _score_rows(model, tokenizer, spec["arch"], prompts, responses, train_cfg,
