@@ -214,3 +214,17 @@ def test_lora_trains_adapters_and_saves_plain_weights(prepared, tmp_path, monkey
     changed = [k for k in base if not torch.equal(base[k], tuned[k])]
     assert changed and all("proj" in k for k in changed)  # only adapted linear layers moved
     assert summary["final_loss"] is not None
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_chat_template_wraps_prompts_only_when_asked_and_available(arch):
+    tokenizer = modeling.build_tokenizer(TEXTS, 300)
+    plain = modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)  # none to apply
+    assert torch.equal(plain.input_ids, modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64).input_ids)
+
+    tokenizer.chat_template = "{% for m in messages %}<user> {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} <bot>{% endif %}"
+    wrapped = modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)
+    assert tokenizer.decode(wrapped.input_ids[0][wrapped.attention_mask[0].bool()]).startswith("<user> " + TEXTS[0] + " <bot>")
+    assert wrapped.response_mask.sum() == plain.response_mask.sum()  # responses are scored the same
+    ids, _ = modeling.encode_prompts(tokenizer, arch, TEXTS[:1], 64, chat_template=True)
+    assert "<bot>" in tokenizer.decode(ids[0])

@@ -57,7 +57,7 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
                 continue
             part = table.iloc[rows]
             input_ids, attention_mask = modeling.encode_prompts(tokenizer, spec["arch"], part["prompt"].tolist(),
-                                                               cfg["train"]["max_prompt_len"])
+                                                               cfg["train"]["max_prompt_len"], spec["chat_template"])
             torch.manual_seed(cell["seed"] * 1_000_003 + index)  # per batch, so a resumed run matches
             output = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
                                     **kwargs).cpu()

@@ -19,11 +19,11 @@ def _until_eos(ids: list[int], eos: int, pad: int) -> list[int]:
 
 @torch.no_grad()
 def estimate(policy, reference, tokenizer, arch: str, prompts: list[str], max_prompt_len: int, max_new_tokens: int,
-             seed: int) -> dict:
+             seed: int, chat_template: bool = False) -> dict:
     """Mean over prompts of sum_t [log pi_theta(y_t|...) - log pi_ref(y_t|...)], y ~ pi_theta (plain sampling)."""
     was_training = policy.training
     policy.eval()
-    input_ids, attention_mask = modeling.encode_prompts(tokenizer, arch, prompts, max_prompt_len)
+    input_ids, attention_mask = modeling.encode_prompts(tokenizer, arch, prompts, max_prompt_len, chat_template)
     input_ids, attention_mask = input_ids.to(policy.device), attention_mask.to(policy.device)
     with torch.random.fork_rng(devices=[policy.device] if policy.device.type == "cuda" else []):  # leave the training RNG untouched, so resumed runs match
         torch.manual_seed(seed)

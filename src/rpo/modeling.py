@@ -134,8 +134,18 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def encode(tokenizer, arch: str, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int) -> Batch:
+def format_prompts(tokenizer, prompts: list[str], chat_template: bool) -> list[str]:
+    """The tokenizer's chat template around each prompt, when the config asks and the tokenizer has one."""
+    if not chat_template or not getattr(tokenizer, "chat_template", None):
+        return prompts
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts]
+
+
+def encode(tokenizer, arch: str, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int,
+           chat_template: bool = False) -> Batch:
     """Dynamic padding to the longest pair in the batch; the response ends with EOS."""
+    prompts = format_prompts(tokenizer, prompts, chat_template)
     prompt_ids = [ids[-max_prompt_len:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     response_ids = [ids[: max_response_len - 1] + [tokenizer.eos_token_id] for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
     return batch_from_ids(tokenizer, arch, prompt_ids, response_ids)
@@ -157,8 +167,10 @@ def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_i
     )
 
 
-def encode_prompts(tokenizer, arch: str, prompts: list[str], max_prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(tokenizer, arch: str, prompts: list[str], max_prompt_len: int,
+                   chat_template: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts for generation: left-padded for causal models, EOS-terminated for encoder-decoders."""
+    prompts = format_prompts(tokenizer, prompts, chat_template)
     ids = [p[-max_prompt_len:] for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     if arch == "seq2seq":
         ids = [p + [tokenizer.eos_token_id] for p in ids]

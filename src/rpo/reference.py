@@ -35,11 +35,11 @@ def batch_slices(n: int, size: int):
 
 
 @torch.no_grad()
-def _score_rows(model, tokenizer, arch, prompts, responses, train_cfg, desc):
+def _score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
     sums, counts = [], []
     for rows in tqdm(batch_slices(len(prompts), train_cfg["batch_size"] * 4), desc=desc):
-        batch = modeling.encode(tokenizer, arch, prompts[rows], responses[rows],
-                                train_cfg["max_prompt_len"], train_cfg["max_response_len"])
+        batch = modeling.encode(tokenizer, spec["arch"], prompts[rows], responses[rows], train_cfg["max_prompt_len"],
+                                train_cfg["max_response_len"], spec["chat_template"])
         total, n_tokens = modeling.sequence_logprobs(model, batch.to(modeling.device()))
         sums.append(total.double().cpu())
         counts.append(n_tokens.cpu())
@@ -54,12 +54,12 @@ def compute_ref_logprobs(cfg: dict, model_name: str, model_dir: str | Path, trai
     model.to(modeling.device()).eval()
     table = pd.read_parquet(train_path)
     prompts, responses = table["prompt"].tolist(), table["response"].tolist()
-    ref_sum, n_tokens = _score_rows(model, tokenizer, spec["arch"], prompts, responses, train_cfg,
+    ref_sum, n_tokens = _score_rows(model, tokenizer, spec, prompts, responses, train_cfg,
                                     f"reference log-probs {model_name}")
     out = pd.DataFrame({"row": range(len(table)), "prompt_id": table["prompt_id"], "ref_logp_sum": ref_sum, "n_tokens": n_tokens})
     if "kto" in cfg["methods"]:
         partners = objectives.mismatched_partners(table["prompt_id"].to_numpy(), seed=cfg["seeds"][0])
-        kl_sum, kl_n = _score_rows(model, tokenizer, spec["arch"], prompts, [responses[j] for j in partners], train_cfg,
+        kl_sum, kl_n = _score_rows(model, tokenizer, spec, prompts, [responses[j] for j in partners], train_cfg,
                                    f"reference log-probs of KL pairs {model_name}")
         out = out.assign(kl_row=partners, ref_kl_logp_sum=kl_sum, kl_n_tokens=kl_n)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

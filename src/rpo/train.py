@@ -80,7 +80,7 @@ class Step:
     def encode(self, prompts, responses):
         tcfg = self.cfg["train"]
         return modeling.encode(self.tokenizer, self.spec["arch"], prompts, responses, tcfg["max_prompt_len"],
-                               tcfg["max_response_len"]).to(self.device)
+                               tcfg["max_response_len"], self.spec["chat_template"]).to(self.device)
 
     def _global(self, tensor, op):
         if self.acc is None or self.acc.num_processes == 1:
@@ -226,6 +226,27 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
                        total_steps, time.perf_counter() - started, len(table), run)
 
 
+def model_card(cfg: dict, cell: dict, summary: dict) -> str:
+    obj, tcfg = cfg["objective"], cfg["train"]
+    spec = cfg["models"][cell["model"]]
+    lines = [
+        f"# {cell['model']} / {cell['method'].upper()} / {cell['ablation']} / seed {cell['seed']}",
+        "",
+        f"Trained by rpo-pipeline (config `{cfg['name']}`) from `{spec['path'] or 'a tiny ' + spec['arch'] + ' model built from scratch'}`.",
+        "",
+        f"- objective: {cell['method']} (beta {obj['beta']}, sequence log-prob reduction `{obj['logprob_reduction']}`"
+        + (f", V_hat estimator `{obj['rpo']['estimator']}`" if cell["method"] == "rpo" else "") + ")",
+        f"- training: {summary['steps']} optimizer steps over {summary['rows']} rows, batch {tcfg['batch_size']} x "
+        f"{tcfg['grad_accum']}, AdamW lr {tcfg['lr']}, {tcfg['warmup_steps']} warmup steps then linear decay",
+        f"- loss: {summary['first_loss']:.4f} at the first step, {summary['final_loss']:.4f} at the last",
+        f"- throughput: {summary['samples_per_s']:.1f} samples/s, {summary['tokens_per_s']:.0f} tokens/s, "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['wall_time_s']:.1f} s",
+        f"- MLflow run: {summary['mlflow_run_id']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
     """A function (policy, step) -> KL record, or None when KL tracking is off. Loads the reference model,
     which training itself never needs (its log-probs are cached)."""
@@ -237,7 +258,8 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
 
     def track(policy, step, run):
         record = {"step": step, **kl.estimate(policy, reference, tokenizer, spec["arch"], prompts, tcfg["max_prompt_len"],
-                                              tcfg["kl_max_new_tokens"], seed=seed * 7919 + step)}
+                                              tcfg["kl_max_new_tokens"], seed=seed * 7919 + step,
+                                              chat_template=spec["chat_template"])}
         run.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
         return record
 
@@ -273,5 +295,8 @@ def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, to
     run.log_artifact(out_dir / "kl.csv")
     (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
     run.log_artifact(out_dir / "train.json")
+    card = out_dir / "model" / "README.md"
+    card.write_text(model_card(cfg, cell, summary))
+    run.log_artifact(card)
     checkpoint.remove(ckpt_dir)
     return summary
