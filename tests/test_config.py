@@ -19,6 +19,8 @@ def test_defaults_are_filled_in(micro_config):
     assert cfg["objective"]["beta"] == 1.0
     assert cfg["objective"]["rpo"]["estimator"] == "mean"
     assert cfg["generate"]["temperature"] == 0.7
+    bare = config.resolve({"name": "b", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}})
+    assert bare["data"]["n_eval_prompts"] == 10_000 and bare["data"]["eval_min_reward"] == 10.0  # the paper's held-out set
     assert cfg["ablations"] == {"default": {}}
     assert "objective" not in micro_config, "resolve must not modify its input"
 
