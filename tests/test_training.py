@@ -228,3 +228,23 @@ def test_chat_template_wraps_prompts_only_when_asked_and_available(arch):
     assert wrapped.response_mask.sum() == plain.response_mask.sum()  # responses are scored the same
     ids, _ = modeling.encode_prompts(tokenizer, arch, TEXTS[:1], 64, chat_template=True)
     assert "<bot>" in tokenizer.decode(ids[0])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+def test_chunked_logprobs_equal_the_full_logits_path_in_value_and_gradient(chunk_size):
+    tokenizer = modeling.build_tokenizer(TEXTS, 300)
+    torch.manual_seed(0)
+    model = modeling.build_tiny_model("causal", tokenizer, {**SPEC, "num_layers": 2}).double()
+    batch = modeling.encode(tokenizer, "causal", TEXTS[:2], TEXTS[2:], 64, 64)
+
+    def run(size):
+        model.zero_grad()
+        scores = modeling.score(model, batch, chunk_size=size)
+        (scores.sum_logp * torch.tensor([1.0, -2.0], dtype=torch.float64)).sum().backward()
+        return scores.token_logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    full_logps, full_grads = run(0)
+    chunk_logps, chunk_grads = run(chunk_size)
+    assert torch.allclose(full_logps, chunk_logps, atol=1e-10)
+    assert all(torch.allclose(full_grads[n], chunk_grads[n], atol=1e-10) for n in full_grads)
+    assert any(g.abs().max() > 0 for g in chunk_grads.values())

@@ -209,12 +209,44 @@ class Scores:
         return self.mask.sum(-1)
 
 
-def score(model, batch: Batch, prompt_repr: bool = False) -> Scores:
-    """One forward pass: log-prob of each response token, and optionally a pooled prompt representation."""
+def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """gather_logprobs(lm_head(hidden), ...) without the [B, T, V] logits: the output layer runs on scored
+    positions only, chunk_size rows at a time, and each chunk's float32 logits are recomputed in the
+    backward pass instead of kept."""
+    from torch.utils.checkpoint import checkpoint
+
+    def piece(h, t):
+        logits = lm_head(h)
+        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+    keep = mask.bool()
+    h, t = hidden[keep], targets[keep]
+    values = [checkpoint(piece, h[i:i + chunk_size], t[i:i + chunk_size], use_reentrant=False)
+              for i in range(0, len(t), chunk_size)]
+    flat = torch.cat(values) if values else hidden.new_zeros(0)
+    return torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(keep, flat)
+
+
+def _plain_output_layer(model) -> bool:
+    """True when logits are just lm_head(last hidden state): no soft-capping or scaling to reproduce."""
+    config = getattr(model, "module", model).config
+    return not any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+
+
+def score(model, batch: Batch, prompt_repr: bool = False, chunk_size: int = 0) -> Scores:
+    """One forward pass: log-prob of each response token, and optionally a pooled prompt representation.
+    chunk_size > 0 (causal models): see chunked_logprobs."""
     if batch.labels is None:
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=prompt_repr)
+        chunked = chunk_size > 0 and _plain_output_layer(model)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    output_hidden_states=prompt_repr or chunked, **({"logits_to_keep": 1} if chunked else {}))
         targets, mask = batch.input_ids[:, 1:], batch.response_mask[:, 1:]
-        logps = gather_logprobs(out.logits[:, :-1], targets, mask)
+        if chunked:
+            lm_head = getattr(model, "module", model).get_output_embeddings()
+            logps = chunked_logprobs(lm_head, out.hidden_states[-1][:, :-1], targets, mask, chunk_size)
+        else:
+            logps = gather_logprobs(out.logits[:, :-1], targets, mask)
         pooled = _pool(out.hidden_states[-1], batch.attention_mask * (1 - batch.response_mask)) if prompt_repr else None
     else:
         core = getattr(model, "module", model)  # under DistributedDataParallel
@@ -226,9 +258,9 @@ def score(model, batch: Batch, prompt_repr: bool = False) -> Scores:
     return Scores(logps, mask, pooled)
 
 
-def sequence_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logprobs(model, batch: Batch, chunk_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-prob and response token count per sequence."""
-    scores = score(model, batch)
+    scores = score(model, batch, chunk_size=chunk_size)
     return scores.sum_logp, scores.n_tokens
 
 

@@ -40,7 +40,7 @@ def _score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
     for rows in tqdm(batch_slices(len(prompts), train_cfg["batch_size"] * 4), desc=desc):
         batch = modeling.encode(tokenizer, spec["arch"], prompts[rows], responses[rows], train_cfg["max_prompt_len"],
                                 train_cfg["max_response_len"], spec["chat_template"])
-        total, n_tokens = modeling.sequence_logprobs(model, batch.to(modeling.device()))
+        total, n_tokens = modeling.sequence_logprobs(model, batch.to(modeling.device()), train_cfg["logprob_chunk_size"])
         sums.append(total.double().cpu())
         counts.append(n_tokens.cpu())
     return torch.cat(sums).numpy(), torch.cat(counts).numpy()

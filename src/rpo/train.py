@@ -90,7 +90,9 @@ class Step:
     def __call__(self, part: pd.DataFrame):
         reduction = self.cfg["objective"]["logprob_reduction"]
         batch = self.encode(part["prompt"].tolist(), part["response"].tolist())
-        scores = modeling.score(self.model, batch, prompt_repr=getattr(self.value_net, "uses_prompt_repr", False))
+        chunk = self.cfg["train"]["logprob_chunk_size"]
+        scores = modeling.score(self.model, batch, prompt_repr=getattr(self.value_net, "uses_prompt_repr", False),
+                                chunk_size=chunk)
         inputs = {name: torch.tensor(part[name].to_numpy(), dtype=torch.float32, device=self.device) for name in self.fields}
         world = self.acc.num_processes if self.acc is not None else 1
         inputs.update(token_logp_sum=scores.sum_logp, n_tokens=scores.n_tokens,
@@ -101,7 +103,7 @@ class Step:
         if self.kl_pairs:
             with torch.no_grad():
                 kl_batch = self.encode(part["prompt"].tolist(), part["kl_response"].tolist())
-                policy_kl = modeling.reduce(*modeling.sequence_logprobs(self.model, kl_batch), reduction)
+                policy_kl = modeling.reduce(*modeling.sequence_logprobs(self.model, kl_batch, chunk), reduction)
             inputs["policy_kl_logp"] = self._global(policy_kl, "gather")
             inputs["ref_kl_logp"] = self._global(inputs["ref_kl_logp"], "gather")
         loss, metrics = self.objective.loss(inputs, self.cfg)
