@@ -2,7 +2,9 @@
 reference and with precompute_ref_log_probs=True. Same model, same data, same batch size, one run.
 
     pip install -e ".[bench]"
-    python benchmarks/train_throughput.py [--steps 40] [--hidden 128] [--layers 4]
+    python benchmarks/train_throughput.py [--steps 80] [--hidden 128] [--layers 4] [--heads 4] [--mlp 0] [--vocab 2000]
+    # the issue's H100 shape (vocabulary capped by what BPE can learn from the synthetic data):
+    python benchmarks/train_throughput.py --hidden 1024 --layers 24 --heads 16 --mlp 2816 --vocab 32000 --chunk 4096
 
 CPU targets: RPO step time within 5% of SFT's; RPO samples/s at least 2x TRL KTOTrainer's default.
 """
@@ -26,12 +28,13 @@ def build(tmp: Path, args) -> tuple[dict, Path]:
     cfg = config.resolve({
         "name": "bench", "methods": ["sft", "rpo", "dro", "kto"],
         "models": {"llama": {"arch": "causal", "source": "tiny",
-                             "tiny": {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": 4,
-                                      "intermediate_size": 4 * args.hidden, "vocab_size": 2000}}},
+                             "tiny": {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
+                                      "intermediate_size": args.mlp or 4 * args.hidden, "vocab_size": args.vocab}}},
         "data": {"synthetic": {"n_prompts": n_prompts, "responses_per_prompt": 4}, "n_eval_prompts": 4,
                  "eval_fallback": "best", "dvc": False},
         "train": {"batch_size": args.batch, "epochs": 1, "lr": 1e-5, "warmup_steps": 0, "max_prompt_len": 128,
-                  "max_response_len": 64, "log_every": 10_000, "checkpoint_every": 0, "kl_every": 0},
+                  "max_response_len": 256, "log_every": 10_000, "checkpoint_every": 0, "kl_every": 0,
+                  "logprob_chunk_size": args.chunk},
         "objective": {"beta": 0.1},
     })
     data.prepare(cfg, tmp / "data")
@@ -67,7 +70,7 @@ def trl_kto(cfg, tmp: Path, train_path: Path, args, precompute: bool) -> dict:
     ref_model, _ = modeling.load(tmp / "ref", "causal")
     kto_args = KTOConfig(output_dir=str(tmp / f"trl-{precompute}"), per_device_train_batch_size=args.batch,
                          max_steps=cfg["train"]["epochs"] * (len(table) // args.batch), learning_rate=1e-5,
-                         beta=0.1, max_length=192, precompute_ref_log_probs=precompute, report_to=[],
+                         beta=0.1, max_length=cfg["train"]["max_prompt_len"] + cfg["train"]["max_response_len"], precompute_ref_log_probs=precompute, report_to=[],
                          logging_steps=10_000, save_strategy="no", use_cpu=not torch.cuda.is_available(),
                          dataloader_num_workers=0, seed=0)
     trainer = KTOTrainer(model=model, ref_model=ref_model, args=kto_args, train_dataset=dataset, processing_class=tokenizer)
@@ -94,10 +97,14 @@ def worker(name: str, tmp: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--mlp", type=int, default=0, help="MLP width (default 4 x hidden)")
+    parser.add_argument("--vocab", type=int, default=2000, help="BPE vocabulary trained on the synthetic data")
+    parser.add_argument("--chunk", type=int, default=0, help="train.logprob_chunk_size")
     parser.add_argument("--repeats", type=int, default=3, help="runs per trainer; the fastest counts (noisy machines)")
     parser.add_argument("--worker", choices=TRAINERS, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
