@@ -49,7 +49,7 @@ def main() -> None:
 
     print(f"tiny Llama-style model ({sum(p.numel() for p in model.parameters()):,} parameters), batch {BATCH}, "
           f"{batch.input_ids.shape[1]} tokens: forward+backward {model_time * 1e3:.2f} ms (best of {REPEATS})\n")
-    print(f"| objective | loss+backward (ms) | share of forward+backward |\n|---|---|---|")
+    print("| objective | loss+backward (ms) | share of forward+backward |\n|---|---|---|")
     for name, objective in objectives.REGISTRY.items():
         def loss_step():
             policy.grad = value.grad = None

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rpo import config, data, modeling, reference, synthetic, train
+from rpo import config, data, modeling, reference, train
 
 
 def build(tmp: Path, args) -> tuple[dict, Path]:

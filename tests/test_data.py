@@ -3,7 +3,6 @@ ablation variants, every bad-input case, the hub loader, and DVC versioning."""
 import json
 import subprocess
 
-import numpy as np
 import pandas as pd
 import pytest
 
