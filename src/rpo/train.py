@@ -191,9 +191,11 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
                    desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}")
         if state["step"] == 0 and kl_tracker:
             state["kl"].append(kl_tracker(acc.unwrap_model(wrapped["model"]), 0, run))
+        order_epoch, order = None, None
         for step in range(state["step"], total_steps):
             epoch, index = divmod(step, steps_per_epoch)
-            order = epoch_order(len(table), cell["seed"], epoch)
+            if epoch != order_epoch:  # one shuffle per epoch, derived from the seed, so a resumed run sees the same
+                order_epoch, order = epoch, epoch_order(len(table), cell["seed"], epoch)
             losses, metrics = [], {}
             for micro in range(tcfg["grad_accum"]):
                 first = index * per_step + micro * tcfg["batch_size"] + rank * local
