@@ -216,9 +216,7 @@ def chunked_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, mask:
     from torch.utils.checkpoint import checkpoint
 
     def piece(h, t):
-        logits = lm_head(h)
-        logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return gather_logprobs(lm_head(h), t, torch.ones_like(t))
 
     keep = mask.bool()
     h, t = hidden[keep], targets[keep]
