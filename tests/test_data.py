@@ -191,6 +191,7 @@ def test_density_keeps_rounded_share_per_prompt(train_table, density, kept):
 def test_density_rounding():
     assert [data.keep_count(3, d) for d in (0.25, 0.5, 0.75)] == [1, 2, 2]  # 0.75, 1.5, 2.25 -> 1, 2, 2
     assert [data.keep_count(1, d) for d in (0.25, 0.5)] == [1, 1]  # never below one response
+    assert data.keep_count(5, 0.5) == 3  # 2.5 rounds up, where Python's round() would give 2
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.5, 1.0])
