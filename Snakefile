@@ -20,5 +20,7 @@ rule all:
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/table2.csv",
         run_paths("scores.json", ablation=None),
+        ood_paths("ood_scores.json"),
+        judge_paths(),
         [f"{DATA}.dvc"] if CFG["data"]["dvc"] else [],
     default_target: True

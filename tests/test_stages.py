@@ -65,7 +65,9 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
 
             run("score", "--config", cfg, *cell, "--generations", run_dir / "generations.jsonl", "--out", run_dir / "scores.json")
             scores = json.loads((run_dir / "scores.json").read_text())
-            assert set(scores["metrics"]) == {"rouge_l", "distinct_2", "avg_len"}
+            assert set(scores["metrics"]) == set(scores["ci"]) == {"bertscore", "rouge_l", "toxicity", "distinct_2", "avg_len"}
+            assert all(lo <= hi for lo, hi in scores["ci"].values())
+            assert len((run_dir / "scores_per_example.jsonl").read_text().splitlines()) == len(held_out)
 
     score_files = sorted(res.glob("*/*/default/seed0/scores.json"))
     run("report", "--config", cfg, "--scores", *score_files, "--out-md", res / "tables" / "table2.md",

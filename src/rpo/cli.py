@@ -88,6 +88,34 @@ def cmd_generate(args) -> None:
     generate.generate(_config(args), _cell(args), args.model_dir, args.eval, args.out)
 
 
+def cmd_generate_ood(args) -> None:
+    from rpo import generate
+
+    generate.generate_ood(_config(args), _cell(args), args.model_dir, args.out)
+
+
+def cmd_score_ood(args) -> None:
+    from rpo import score
+
+    print(json.dumps(score.score_ood(_config(args), _cell(args), args.generations, args.out)["benchmarks"]))
+
+
+def _by_method(paths: list[str]) -> dict:
+    """`method=path` pairs as a dict."""
+    pairs = dict(p.split("=", 1) for p in paths or [])
+    if pairs and "rpo" not in pairs:
+        raise ValueError("the generations to judge must include rpo=<path>")
+    return pairs
+
+
+def cmd_judge(args) -> None:
+    from rpo import judges
+
+    result = judges.run(_config(args), _cell(args), args.judge, _by_method(args.generations),
+                        _by_method(args.ood_generations), args.out)
+    print(json.dumps({"in_domain": result["in_domain"], "calls": result["backend_calls"]}))
+
+
 def cmd_score(args) -> None:
     from rpo import score
 
@@ -160,7 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", required=True)
     p.add_argument("--out", required=True)
 
-    p = step("score", cmd_score, "score generations (ROUGE-L, Distinct-2, length)", cell=True)
+    p = step("generate-ood", cmd_generate_ood, "generate on the out-of-distribution benchmarks", cell=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step("score-ood", cmd_score_ood, "programmatic OOD scores (IFEval accuracy, GSM8K exact match)", cell=True)
+    p.add_argument("--generations", required=True)
+    p.add_argument("--out", required=True)
+
+    p = step("judge", cmd_judge, "pairwise win rates of RPO against each baseline, by one judge", cell=True)
+    p.add_argument("--judge", required=True, help="a name under judge.judges")
+    p.add_argument("--generations", nargs="+", required=True, help="method=generations.jsonl pairs")
+    p.add_argument("--ood-generations", nargs="*", help="method=ood_generations.jsonl pairs")
+    p.add_argument("--out", required=True)
+
+    p = step("score", cmd_score, "score generations (BERTScore, ROUGE-L, toxicity, Distinct-2, length)", cell=True)
     p.add_argument("--generations", required=True)
     p.add_argument("--out", required=True)
 
@@ -174,10 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rpo.errors import ConfigError, DataError, VersioningError
+    from rpo.judges import JudgeError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, VersioningError) as exc:
+    except (ConfigError, DataError, VersioningError, JudgeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

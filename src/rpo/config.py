@@ -82,6 +82,17 @@ def _check_cross_references(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: config key 'data.noise': set density or noise, not both (one ablation each)")
     if data["source"] != "synthetic" and not data["path"]:
         raise ConfigError(f"{source}: config key 'data.path': source '{data['source']}' needs a hub id or file path")
+    for name, judge in cfg["judge"]["judges"].items():
+        key = f"{source}: config key 'judge.judges.{name}"
+        if judge["backend"] != "oracle" and not judge["model"]:
+            raise ConfigError(f"{key}.model': backend '{judge['backend']}' needs a model name")
+        if judge["backend"] == "openai_compatible" and not judge["base_url"]:
+            raise ConfigError(f"{key}.base_url': an OpenAI-compatible judge needs the server's address (…/v1)")
+        if judge["backend"] == "oracle" and data["source"] != "synthetic":
+            raise ConfigError(f"{key}.backend': the oracle judge knows only the synthetic world's rewards")
+    synthetic_only = {"true_reward", "constraint_accuracy"} & set(cfg["score"]["metrics"])
+    if synthetic_only and data["source"] != "synthetic":
+        raise ConfigError(f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'")
     for name, model in cfg["models"].items():
         if model["source"] == "pretrained" and not model.get("path"):
             raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")

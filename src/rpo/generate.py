@@ -1,16 +1,18 @@
-"""Batched, seeded generation on the held-out prompts, written incrementally so a rerun continues."""
+"""Batched, seeded generation, written incrementally so a rerun after a crash continues where it stopped.
+
+In-domain: the held-out prompts of the training data. Out of distribution: the benchmarks of `ood.benchmarks`,
+MT-Bench's second turn generated after the first, with the model's own first answer in the conversation.
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from rpo import modeling, tracking
-from rpo.reference import batch_slices
 
 
 def generation_kwargs(gcfg: dict, tokenizer) -> dict:
@@ -22,51 +24,142 @@ def generation_kwargs(gcfg: dict, tokenizer) -> dict:
     return kwargs
 
 
-def _done_rows(partial: Path) -> list[dict]:
-    if not partial.exists():
-        return []
-    rows = []
-    for line in partial.read_text().splitlines():
+def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
+    """Each batch has its own seed, so a resumed run draws exactly what an uninterrupted one would."""
+    return seed * 1_000_003 + pass_index * 100_003 + batch_index
+
+
+class TransformersGenerator:
+    def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
+        self.model, self.tokenizer = modeling.load(model_dir, spec["arch"])
+        self.model.to(modeling.device()).eval()
+        self.spec, self.max_prompt_len = spec, max_prompt_len
+        self.kwargs = generation_kwargs(gcfg, self.tokenizer)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list, seed: int) -> list[str]:
+        input_ids, attention_mask = modeling.encode_prompts(self.tokenizer, self.spec["arch"], prompts,
+                                                           self.max_prompt_len, self.spec["chat_template"])
+        torch.manual_seed(seed)
+        output = self.model.generate(input_ids=input_ids.to(self.model.device),
+                                     attention_mask=attention_mask.to(self.model.device), **self.kwargs).cpu()
+        if self.spec["arch"] == "causal":
+            output = output[:, input_ids.shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+class VLLMGenerator:
+    """vLLM (causal models only). It has no no_repeat_ngram_size; everything else maps one to one."""
+
+    def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
-            break
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise RuntimeError("config key 'generate.backend': 'vllm' needs `pip install vllm` (GPU machines)") from exc
+        if spec["arch"] != "causal":
+            raise RuntimeError("config key 'generate.backend': vLLM serves causal models only; use 'transformers'")
+        pointer = Path(model_dir) / modeling.POINTER
+        path = json.loads(pointer.read_text())["path"] if pointer.exists() else str(model_dir)
+        self.llm = LLM(model=path, dtype="auto")
+        self.tokenizer = self.llm.get_tokenizer()
+        self.spec, self.gcfg, self.params = spec, gcfg, SamplingParams
+
+    def __call__(self, prompts: list, seed: int) -> list[str]:
+        g = self.gcfg
+        params = self.params(max_tokens=g["max_new_tokens"], seed=seed, repetition_penalty=g["repetition_penalty"],
+                             **(dict(temperature=g["temperature"], top_k=g["top_k"] or -1, top_p=g["top_p"])
+                                if g["do_sample"] else dict(temperature=0.0)))
+        texts = modeling.format_prompts(self.tokenizer, prompts, self.spec["chat_template"])
+        return [o.outputs[0].text.strip() for o in self.llm.generate(texts, params, use_tqdm=False)]
+
+
+def make_generator(cfg: dict, model_name: str, model_dir):
+    gcfg = cfg["generate"]
+    cls = VLLMGenerator if gcfg["backend"] == "vllm" else TransformersGenerator
+    return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])
+
+
+def _complete_rows(partial: Path, batch_size: int) -> list[dict]:
+    rows = []
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
+                break
+    return rows[: len(rows) // batch_size * batch_size]  # whole batches only
+
+
+def generate_rows(generator, prompts: list, meta: list[dict], partial: Path, batch_size: int, seed: int,
+                  pass_index: int = 0, desc: str = "generate") -> list[dict]:
+    """Generate for every prompt, appending `meta[i] | {"generation": ...}` to `partial` batch by batch (fsynced).
+    Rows already in `partial` from an interrupted run are kept and their batches skipped."""
+    done = _complete_rows(partial, batch_size)
+    rows = list(done)
+    with open(partial, "w") as sink:
+        for row in done:  # rewrite the complete rows only, dropping a cut-off tail
+            sink.write(json.dumps(row) + "\n")
+        starts = range(0, len(prompts), batch_size)
+        for index, start in enumerate(tqdm(starts, desc=desc)):
+            if start < len(done):
+                continue
+            texts = generator(prompts[start:start + batch_size], batch_seed(seed, pass_index, index))
+            for info, text in zip(meta[start:start + batch_size], texts):
+                rows.append(info | {"generation": text})
+                sink.write(json.dumps(rows[-1]) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
     return rows
 
 
-@torch.no_grad()
 def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
-    spec, gcfg = cfg["models"][cell["model"]], cfg["generate"]
-    model, tokenizer = modeling.load(model_dir, spec["arch"])
-    model.to(modeling.device()).eval()
+    import pandas as pd
+
+    from rpo.data import md5
+
     table = pd.read_parquet(eval_path)
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
-    done = _done_rows(partial)
-    done = done[: len(done) // gcfg["batch_size"] * gcfg["batch_size"]]  # whole batches only
-    slices = batch_slices(len(table), gcfg["batch_size"])
-    kwargs = generation_kwargs(gcfg, tokenizer)
-    from rpo.data import md5
-
-    with tracking.run(cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}), \
-            open(partial, "w") as sink:
-        for row in done:  # rewrite the complete rows only, dropping a cut-off tail
-            sink.write(json.dumps(row) + "\n")
-        for index, rows in enumerate(tqdm(slices, desc=f"generate {cell['model']}/{cell['method']}")):
-            if rows.stop <= len(done):
-                continue
-            part = table.iloc[rows]
-            input_ids, attention_mask = modeling.encode_prompts(tokenizer, spec["arch"], part["prompt"].tolist(),
-                                                               cfg["train"]["max_prompt_len"], spec["chat_template"])
-            torch.manual_seed(cell["seed"] * 1_000_003 + index)  # per batch, so a resumed run matches
-            output = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                                    **kwargs).cpu()
-            if spec["arch"] == "causal":
-                output = output[:, input_ids.shape[1]:]
-            texts = tokenizer.batch_decode(output, skip_special_tokens=True)
-            for (_, item), text in zip(part.iterrows(), texts):
-                sink.write(json.dumps({"prompt_id": item["prompt_id"], "prompt": item["prompt"],
-                                       "reference": item["response"], "generation": text.strip()}) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+    generator = make_generator(cfg, cell["model"], model_dir)
+    meta = [{"prompt_id": r.prompt_id, "prompt": r.prompt, "reference": r.response} for r in table.itertuples()]
+    with tracking.run(cfg, "generate", out_path.parent, cell, params={"generate": cfg["generate"]},
+                      tags={"eval_md5": md5(eval_path)}):
+        generate_rows(generator, table["prompt"].tolist(), meta, partial, cfg["generate"]["batch_size"], cell["seed"],
+                      desc=f"generate {cell['model']}/{cell['method']}")
     partial.replace(out_path)
+
+
+def generate_ood(cfg: dict, cell: dict, model_dir, out_path) -> None:
+    """Every OOD benchmark's questions; multi-turn questions get each later turn after the model's own answers."""
+    from rpo import ood
+
+    out_path = Path(out_path)
+    generator = make_generator(cfg, cell["model"], model_dir)
+    benchmarks = {name: ood.load(name, spec) for name, spec in cfg["ood"]["benchmarks"].items()}
+    batch_size = cfg["generate"]["batch_size"]
+    rows_by_turn = []
+    with tracking.run(cfg, "generate_ood", out_path.parent, cell, params={"generate": cfg["generate"],
+                                                                         "ood": cfg["ood"]}):
+        max_turns = max((len(q["turns"]) for qs in benchmarks.values() for q in qs), default=0)
+        history = {}  # (benchmark, id) -> conversation so far
+        for turn in range(max_turns):
+            todo = [(name, q) for name, qs in benchmarks.items() for q in qs if len(q["turns"]) > turn]
+            prompts, meta = [], []
+            for name, q in todo:
+                conversation = history.get((name, q["id"]), []) + [{"role": "user", "content": q["turns"][turn]}]
+                prompts.append(conversation)
+                extra = {k: q[k] for k in ("instruction_id_list", "kwargs", "answer") if k in q}
+                meta.append({"benchmark": name, "id": q["id"], "turn": turn, "conversation": conversation} | extra)
+            partial = out_path.with_name(f"{out_path.name}.turn{turn}.partial")
+            rows = generate_rows(generator, prompts, meta, partial, batch_size, cell["seed"], pass_index=turn + 1,
+                                 desc=f"ood turn {turn + 1} {cell['model']}/{cell['method']}")
+            for row in rows:
+                history[(row["benchmark"], row["id"])] = row["conversation"] + [
+                    {"role": "assistant", "content": row["generation"]}]
+            rows_by_turn.append((partial, rows))
+    with open(out_path, "w") as sink:
+        for _, rows in rows_by_turn:
+            for row in rows:
+                sink.write(json.dumps(row) + "\n")
+    for partial, _ in rows_by_turn:
+        partial.unlink()

@@ -134,12 +134,15 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def format_prompts(tokenizer, prompts: list[str], chat_template: bool) -> list[str]:
-    """The tokenizer's chat template around each prompt, when the config asks and the tokenizer has one."""
+def format_prompts(tokenizer, prompts: list, chat_template: bool) -> list[str]:
+    """The tokenizer's chat template around each prompt, when the config asks and the tokenizer has one.
+
+    A prompt is a string (one user turn) or a conversation: a list of {"role", "content"} messages ending with a
+    user turn. Without a chat template a conversation becomes its turns joined by blank lines."""
+    conversations = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
     if not chat_template or not getattr(tokenizer, "chat_template", None):
-        return prompts
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts]
+        return ["\n\n".join(m["content"] for m in c) for c in conversations]
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
 def encode(tokenizer, arch: str, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int,

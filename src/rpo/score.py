@@ -1,13 +1,15 @@
-"""Score one run's generations against the held-out references."""
+"""Score one run's generations against the held-out references, with bootstrap confidence intervals."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rpo import metrics, tracking
+import numpy as np
+
+from rpo import metrics, resources, tracking
 
 
-def read_generations(path) -> list[dict]:
+def read_jsonl(path) -> list[dict]:
     rows = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         try:
@@ -17,22 +19,79 @@ def read_generations(path) -> list[dict]:
     return rows
 
 
-def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
-    rows = read_generations(generations_path)
-    generations = [r["generation"] for r in rows]
-    references = [r["reference"] for r in rows]
-    wanted = cfg["score"]["metrics"]
-    result = {}
+
+def per_example_scores(cfg: dict, generations: list[str], references: list[str], prompts: list[str]) -> dict:
+    """Every per-example metric the config asks for, as {name: list of floats}."""
+    scfg, wanted = cfg["score"], cfg["score"]["metrics"]
+    out = {}
+    if "bertscore" in wanted:
+        bcfg = scfg["bertscore"]
+        model = resources.resolve(bcfg["model"], "score.bertscore.model")
+        out["bertscore"] = metrics.bertscore_f1(generations, references, model, bcfg["num_layers"], bcfg["batch_size"])
     if "rouge_l" in wanted:
-        per_example = metrics.rouge_l(generations, references)
-        result["rouge_l"] = sum(per_example) / len(per_example)
-    if "distinct_2" in wanted:
-        result["distinct_2"] = metrics.distinct_2(generations)
+        out["rouge_l"] = metrics.rouge_l(generations, references)
+    if "toxicity" in wanted:
+        tcfg = scfg["toxicity"]
+        out["toxicity"] = metrics.toxicity(generations, tcfg["backend"], tcfg["model"], tcfg["toxic_label"],
+                                           tcfg["batch_size"])
     if "avg_len" in wanted:
-        result["avg_len"] = metrics.avg_length(generations)
+        out["avg_len"] = [float(n) for n in metrics.lengths(generations)]
+    if "true_reward" in wanted or "constraint_accuracy" in wanted:
+        from rpo import synthetic
+
+        if "true_reward" in wanted:
+            out["true_reward"] = [synthetic.reward(p, g) for p, g in zip(prompts, generations)]
+        if "constraint_accuracy" in wanted:
+            out["constraint_accuracy"] = [synthetic.constraint_accuracy(p, g) for p, g in zip(prompts, generations)]
+    return out
+
+
+def summarise(cfg: dict, per_example: dict, generations: list[str]) -> tuple[dict, dict]:
+    """Point estimates and percentile-bootstrap CIs (resampling prompts; Distinct-2 recomputed per resample)."""
+    boot = cfg["score"]["bootstrap"]
+    ci_args = dict(samples=boot["samples"], confidence=boot["confidence"], seed=boot["seed"])
+    values, cis = {}, {}
+    for name in cfg["score"]["metrics"]:
+        if name == "distinct_2":
+            values[name] = metrics.distinct_2(generations)
+            # A prompt drawn twice counts once: duplicated text would read as repetition and bias Distinct-2 down.
+            cis[name] = metrics.bootstrap_ci(lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]),
+                                             len(generations), **ci_args)
+        else:
+            values[name] = float(np.mean(per_example[name])) if per_example[name] else float("nan")
+            cis[name] = metrics.mean_ci(per_example[name], **ci_args)
+    return values, cis
+
+
+def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
+    rows = read_jsonl(generations_path)
+    generations = [r["generation"] for r in rows]
+    per_example = per_example_scores(cfg, generations, [r["reference"] for r in rows], [r["prompt"] for r in rows])
+    values, cis = summarise(cfg, per_example, generations)
+    per_example_path = Path(out_path).with_name("scores_per_example.jsonl")
+    with open(per_example_path, "w") as sink:
+        for i, row in enumerate(rows):
+            sink.write(json.dumps({"prompt_id": row["prompt_id"], **{k: v[i] for k, v in per_example.items()}}) + "\n")
     with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
-        run.log_metrics(result)
-        summary = {**cell, "n": len(rows), "metrics": result, "mlflow_run_id": run.run_id}
+        run.log_metrics(values)
+        run.log_metrics({f"{k}_ci_low": v[0] for k, v in cis.items()} | {f"{k}_ci_high": v[1] for k, v in cis.items()})
+        summary = {**cell, "n": len(rows), "metrics": values, "ci": {k: list(v) for k, v in cis.items()},
+                   "confidence": cfg["score"]["bootstrap"]["confidence"], "mlflow_run_id": run.run_id}
+        Path(out_path).write_text(json.dumps(summary, indent=2))
+        run.log_artifact(out_path)
+        run.log_artifact(per_example_path)
+    return summary
+
+
+def score_ood(cfg: dict, cell: dict, generations_path, out_path) -> dict:
+    """Programmatic OOD scores: IFEval strict/loose accuracy, GSM8K exact match, length per benchmark."""
+    from rpo import ood
+
+    result = ood.score(cfg["ood"]["benchmarks"], read_jsonl(generations_path))
+    with tracking.run(cfg, "score_ood", Path(out_path).parent, cell) as run:
+        run.log_metrics({f"{bench}_{k}": v for bench, scores in result.items() for k, v in scores.items()
+                         if isinstance(v, (int, float)) and v is not None})
+        summary = {**cell, "benchmarks": result, "mlflow_run_id": run.run_id}
         Path(out_path).write_text(json.dumps(summary, indent=2))
         run.log_artifact(out_path)
     return summary

@@ -85,10 +85,15 @@ def constraint_checks(prompt: str, response: str) -> dict[str, bool]:
     return checks
 
 
+def constraint_accuracy(prompt: str, response: str) -> float:
+    """Share of the prompt's constraints the response meets."""
+    checks = constraint_checks(prompt, response)
+    return sum(checks.values()) / max(len(checks), 1)
+
+
 def reward(prompt: str, response: str) -> float:
     """True reward on a 0-10 scale."""
-    checks = constraint_checks(prompt, response)
-    score = 10.0 * sum(checks.values()) / max(len(checks), 1)
+    score = 10.0 * constraint_accuracy(prompt, response)
     insults = sum(w in INSULTS for w in _WORD.findall(response.lower()))
     return max(0.0, score - INSULT_PENALTY * insults)
 

@@ -33,3 +33,60 @@ rule score:
         "rpo score --config {input.config} --model {wildcards.model} --method {wildcards.method} "
         "--ablation {wildcards.ablation} --seed {wildcards.seed} --generations {input.generations} "
         "--out {output} 2>&1 | tee {log}"
+
+
+rule generate_ood:
+    input:
+        config=CONFIG_FILE,
+        model=rules.train.output.model,
+    output:
+        f"{RUN_DIR}/ood_generations.jsonl",
+    log:
+        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/generate_ood.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=4000,
+    shell:
+        "rpo generate-ood --config {input.config} --model {wildcards.model} --method {wildcards.method} "
+        "--ablation {wildcards.ablation} --seed {wildcards.seed} --model-dir {input.model} --out {output} 2>&1 | tee {log}"
+
+
+rule score_ood:
+    input:
+        config=CONFIG_FILE,
+        generations=rules.generate_ood.output,
+    output:
+        f"{RUN_DIR}/ood_scores.json",
+    log:
+        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/score_ood.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1000,
+    shell:
+        "rpo score-ood --config {input.config} --model {wildcards.model} --method {wildcards.method} "
+        "--ablation {wildcards.ablation} --seed {wildcards.seed} --generations {input.generations} "
+        "--out {output} 2>&1 | tee {log}"
+
+
+rule judge:
+    input:
+        config=CONFIG_FILE,
+        generations=judged_generations("generations.jsonl"),
+        ood=judged_generations("ood_generations.jsonl"),
+    output:
+        f"{RESULTS}/{{model}}/judge/{{judge}}/seed{{seed}}/winrates.json",
+    params:
+        generations=lambda wildcards, input: method_pairs(input.generations),
+        ood=lambda wildcards, input: method_pairs(input.ood),
+    log:
+        f"{RESULTS}/logs/{{model}}/judge_{{judge}}_seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+    shell:
+        "rpo judge --config {input.config} --model {wildcards.model} --method rpo --seed {wildcards.seed} "
+        "--judge {wildcards.judge} --generations {params.generations} --ood-generations {params.ood} "
+        "--out {output} 2>&1 | tee {log}"

@@ -1,0 +1,348 @@
+"""Pairwise LLM-as-judge: (instruction, A, B) -> A | B | Neutral, every pair judged in both orders.
+
+Backends: OpenAI chat completions (gpt-4o), Anthropic messages (claude-3-5-sonnet), any OpenAI-compatible
+server, a local transformers model (scores the three answers by log-probability), and an oracle that compares
+the synthetic world's known rewards. Every verdict is cached on disk, keyed by (judge, prompt, both responses);
+transient failures (429, 5xx, timeouts, malformed answers) are retried with exponential backoff. API keys are
+read from the environment at call time and never written anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+PROMPT_VERSION = "pairwise-v1"
+JUDGE_PROMPT = """You are comparing two responses to the same instruction.
+
+[Instruction]
+{instruction}
+
+[Response A]
+{a}
+
+[Response B]
+{b}
+
+Which response follows the instruction better: more helpful, correct, relevant and harmless? \
+Do not let the order of the responses or their length decide. \
+Answer with exactly one word: A, B, or Neutral (if they are equally good)."""
+VERDICTS = ("A", "B", "Neutral")
+DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_VERDICT = re.compile(r"^\W*(?:verdict\W*)?(a|b|neutral|tie)\W*$", re.IGNORECASE)
+
+
+class JudgeError(RuntimeError):
+    """A judge call failed for good (bad request, missing key, retries exhausted)."""
+
+
+class TransientError(Exception):
+    """Worth retrying: rate limit, server error, timeout, malformed answer."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A', 'B' or 'Neutral' from a judge's answer; None when the answer is not one of them."""
+    match = _VERDICT.match(text.strip())
+    if not match:
+        return None
+    word = match.group(1).lower()
+    return {"a": "A", "b": "B"}.get(word, "Neutral")
+
+
+# ----------------------------------------------------------------------------- backends
+
+class HTTPJudge:
+    """OpenAI chat-completions or Anthropic messages wire format over plain HTTPS."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.wire = "anthropic" if spec["backend"] == "anthropic" else "openai"
+        self.base_url = (spec["base_url"] or DEFAULT_URLS.get(spec["backend"], "")).rstrip("/")
+        if not self.base_url:
+            raise JudgeError(f"judge backend '{spec['backend']}' needs base_url (the server's /v1 address)")
+        self.key_env = spec["api_key_env"] or DEFAULT_KEY_ENV.get(spec["backend"])
+        if self.key_env and not os.environ.get(self.key_env):
+            raise JudgeError(f"judge backend '{spec['backend']}': set the API key in the environment variable {self.key_env}")
+
+    def _request(self, prompt: str) -> urllib.request.Request:
+        key = os.environ.get(self.key_env, "") if self.key_env else ""
+        message = [{"role": "user", "content": prompt}]
+        body = {"model": self.spec["model"], "messages": message, "max_tokens": self.spec["max_tokens"],
+                "temperature": self.spec["temperature"]}
+        headers = {"content-type": "application/json"}
+        if self.wire == "anthropic":
+            url = f"{self.base_url}/v1/messages"
+            headers |= {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        else:
+            url = f"{self.base_url}/chat/completions"
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+        return urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+
+    def _text(self, payload: dict) -> str:
+        if self.wire == "anthropic":
+            return "".join(part.get("text", "") for part in payload["content"] if part.get("type") == "text")
+        return payload["choices"][0]["message"]["content"]
+
+    def ask(self, prompt: str) -> str:
+        try:
+            with urllib.request.urlopen(self._request(prompt), timeout=self.spec["timeout_s"]) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                retry_after = exc.headers.get("retry-after") if exc.headers else None
+                raise TransientError(f"HTTP {exc.code}", float(retry_after) if retry_after else None) from None
+            raise JudgeError(f"judge request refused: HTTP {exc.code} from {self.base_url}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        try:
+            return self._text(json.loads(raw))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise TransientError(f"malformed response body ({type(exc).__name__})") from None
+
+
+class LocalJudge:
+    """A local transformers causal LM: the verdict is whichever of A, B, Neutral it finds most likely next."""
+
+    def __init__(self, spec: dict):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+        self.model = AutoModelForCausalLM.from_pretrained(spec["model"]).eval()
+        self.lock = threading.Lock()
+
+    def ask(self, prompt: str) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        else:
+            prompt += "\nAnswer:"
+        context = tok(prompt, add_special_tokens=False)["input_ids"]
+        scores = {}
+        with self.lock, self.torch.no_grad():
+            for verdict in VERDICTS:
+                answer = tok(" " + verdict if not getattr(tok, "chat_template", None) else verdict,
+                             add_special_tokens=False)["input_ids"]
+                ids = self.torch.tensor([context + answer])
+                logp = self.model(ids).logits[0, len(context) - 1:-1].log_softmax(-1)
+                scores[verdict] = logp.gather(-1, ids[0, len(context):, None]).sum().item()
+        return max(scores, key=scores.get)
+
+
+class OracleJudge:
+    """Compares the synthetic world's true rewards: the better-rewarded response wins, equal rewards tie."""
+
+    def __init__(self, spec: dict):
+        from rpo import synthetic
+
+        self.synthetic = synthetic
+
+    def supports(self, instruction: str) -> bool:
+        return bool(self.synthetic.constraints(instruction))
+
+    def verdict(self, instruction: str, a: str, b: str) -> str:
+        ra, rb = self.synthetic.reward(instruction, a), self.synthetic.reward(instruction, b)
+        return "A" if ra > rb else "B" if rb > ra else "Neutral"
+
+
+def make_backend(spec: dict):
+    if spec["backend"] == "oracle":
+        return OracleJudge(spec)
+    if spec["backend"] == "local":
+        return LocalJudge(spec)
+    return HTTPJudge(spec)
+
+
+def judge_id(spec: dict) -> str:
+    return f"{spec['backend']}:{spec.get('model') or ''}:{PROMPT_VERSION}"
+
+
+# ----------------------------------------------------------------------------- cache
+
+class VerdictCache:
+    """Append-only JSONL of verdicts; each line is written and fsynced as soon as it is known, so a kill loses
+    at most the call in flight. Safe for threads and for several processes sharing the file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.entries = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry["verdict"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by a kill
+
+    @staticmethod
+    def key(judge: str, instruction: str, a: str, b: str) -> str:
+        return hashlib.sha256(json.dumps([judge, instruction, a, b]).encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, verdict: str) -> None:
+        import fcntl
+
+        line = json.dumps({"key": key, "verdict": verdict}) + "\n"
+        with self.lock, open(self.path, "a") as sink:
+            fcntl.flock(sink, fcntl.LOCK_EX)
+            sink.write(line)
+            sink.flush()
+            os.fsync(sink.fileno())
+            fcntl.flock(sink, fcntl.LOCK_UN)
+            self.entries[key] = verdict
+
+
+# ----------------------------------------------------------------------------- judging
+
+class Judge:
+    def __init__(self, spec: dict, cache_dir: str | Path, sleep=time.sleep):
+        self.spec = spec
+        self.backend = make_backend(spec)
+        self.id = judge_id(spec)
+        name = hashlib.sha256(self.id.encode()).hexdigest()[:16]
+        self.cache = VerdictCache(Path(cache_dir) / f"{name}.jsonl")
+        self.sleep = sleep
+        self.calls = 0  # backend calls made by this process, retries included
+
+    def supports(self, instruction: str) -> bool:
+        return getattr(self.backend, "supports", lambda _: True)(instruction)
+
+    def _ask_with_retries(self, instruction: str, a: str, b: str) -> str:
+        if isinstance(self.backend, OracleJudge):
+            return self.backend.verdict(instruction, a, b)
+        prompt = JUDGE_PROMPT.format(instruction=instruction, a=a, b=b)
+        last = None
+        for attempt in range(self.spec["max_retries"] + 1):
+            try:
+                self.calls += 1
+                verdict = parse_verdict(self.backend.ask(prompt))
+                if verdict is not None:
+                    return verdict
+                last = TransientError("malformed verdict")
+            except TransientError as exc:
+                last = exc
+            if attempt < self.spec["max_retries"]:
+                wait = min(self.spec["max_backoff_s"], self.spec["backoff_s"] * 2 ** attempt)
+                if last.retry_after is not None:
+                    wait = min(self.spec["max_backoff_s"], max(wait, last.retry_after))
+                self.sleep(wait * random.uniform(0.5, 1.0))
+        raise JudgeError(f"judge {self.id}: no valid verdict after {self.spec['max_retries'] + 1} attempts ({last})")
+
+    def verdict(self, instruction: str, a: str, b: str) -> str:
+        key = VerdictCache.key(self.id, instruction, a, b)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        verdict = self._ask_with_retries(instruction, a, b)
+        self.cache.put(key, verdict)
+        return verdict
+
+    def compare(self, items: list[tuple[str, str, str]], desc: str = "judge") -> list[str]:
+        """Outcome per (instruction, first, second): 'win' (first better in both orders), 'loss', or 'tie'."""
+        calls = [(x, a, b) for x, a, b in items] + [(x, b, a) for x, a, b in items]
+        unique = list(dict.fromkeys(calls))  # equal responses make both orders one call: never ask it twice at once
+        with ThreadPoolExecutor(max_workers=self.spec["concurrency"]) as pool:
+            answers = dict(zip(unique, tqdm(pool.map(lambda c: self.verdict(*c), unique), total=len(unique), desc=desc)))
+        forward, backward = calls[: len(items)], calls[len(items):]
+        return [combine(answers[c1], answers[c2]) for c1, c2 in zip(forward, backward)]
+
+
+def combine(forward: str, backward: str) -> str:
+    """Both orders must agree; disagreement (position bias) counts as a tie."""
+    first_wins = {"A": "win", "B": "loss", "Neutral": "tie"}[forward]
+    swapped = {"A": "loss", "B": "win", "Neutral": "tie"}[backward]
+    return first_wins if first_wins == swapped else "tie"
+
+
+def win_rates(outcomes: list[str], samples: int, confidence: float, seed: int) -> dict:
+    """Win/tie/loss percentages of the first system, with a bootstrap CI on the win rate (resampling prompts)."""
+    from rpo.metrics import mean_ci
+
+    n = len(outcomes)
+    wins = [100.0 * (o == "win") for o in outcomes]
+    pct = lambda label: 100.0 * outcomes.count(label) / n if n else float("nan")  # noqa: E731
+    return {"n": n, "win": pct("win"), "tie": pct("tie"), "loss": pct("loss"),
+            "win_ci": list(mean_ci(wins, samples, confidence, seed))}
+
+
+# ----------------------------------------------------------------------------- one judge job
+
+def _instruction(row: dict) -> str:
+    """What the judge sees as the instruction: the user turn, after earlier user turns for later MT-Bench turns."""
+    if "conversation" not in row:
+        return row["prompt"]
+    user_turns = [m["content"] for m in row["conversation"] if m["role"] == "user"]
+    if len(user_turns) == 1:
+        return user_turns[0]
+    earlier = "\n".join(f"- {t}" for t in user_turns[:-1])
+    return f"(Later turn of a conversation. Earlier user turns:\n{earlier})\n\n{user_turns[-1]}"
+
+
+def _pairs(ours: list[dict], theirs: list[dict], key) -> list[tuple[str, str, str]]:
+    other = {key(r): r for r in theirs}
+    missing = [key(r) for r in ours if key(r) not in other]
+    if missing:
+        raise ValueError(f"generations to compare do not cover the same prompts (first missing: {missing[0]})")
+    return [(_instruction(r), r["generation"], other[key(r)]["generation"]) for r in ours]
+
+
+def run(cfg: dict, cell: dict, judge_name: str, generations: dict, ood_generations: dict, out_path) -> dict:
+    """RPO against each baseline, in-domain and on every OOD benchmark, by one judge."""
+    from rpo import tracking
+    from rpo.score import read_jsonl
+
+    spec = cfg["judge"]["judges"][judge_name]
+    judge = Judge(spec, cfg["judge"]["cache_dir"])
+    boot = cfg["score"]["bootstrap"]
+    stats = lambda outcomes: win_rates(outcomes, boot["samples"], boot["confidence"], boot["seed"])  # noqa: E731
+    ours = read_jsonl(generations["rpo"])
+    ours_ood = read_jsonl(ood_generations["rpo"]) if ood_generations else []
+    result = {"judge": judge_name, "judge_id": judge.id, **cell, "in_domain": {}, "ood": {}, "skipped": []}
+    for baseline in [b for b in cfg["judge"]["baselines"] if b in generations]:
+        items = [i for i in _pairs(ours, read_jsonl(generations[baseline]), lambda r: r["prompt_id"])
+                 if judge.supports(i[0])]
+        result["in_domain"][baseline] = stats(judge.compare(items, desc=f"{judge_name}: rpo vs {baseline}"))
+        if baseline not in ood_generations:
+            continue
+        theirs = read_jsonl(ood_generations[baseline])
+        for bench in cfg["ood"]["benchmarks"]:
+            rows = [r for r in ours_ood if r["benchmark"] == bench]
+            items = _pairs(rows, theirs, lambda r: (r["benchmark"], r["id"], r["turn"]))
+            if not all(judge.supports(i[0]) for i in items):
+                note = f"{bench}: judge '{judge_name}' cannot judge its prompts"
+                result["skipped"] += [note] if note not in result["skipped"] else []
+                continue
+            outcomes = judge.compare(items, desc=f"{judge_name}: rpo vs {baseline} on {bench}")
+            result["ood"].setdefault(bench, {})[baseline] = stats(outcomes)
+    result["backend_calls"] = judge.calls
+    with tracking.run(cfg, "judge", Path(out_path).parent, cell | {"judge": judge_name},
+                      params={"judge": {k: v for k, v in spec.items()}}) as mlrun:
+        flat = {f"win_{b}": r["win"] for b, r in result["in_domain"].items()}
+        flat |= {f"{bench}_win_{b}": r["win"] for bench, by in result["ood"].items() for b, r in by.items()}
+        mlrun.log_metrics({k: v for k, v in flat.items() if v == v})
+        result["mlflow_run_id"] = mlrun.run_id
+        Path(out_path).write_text(json.dumps(result, indent=2))
+        mlrun.log_artifact(out_path)
+    return result

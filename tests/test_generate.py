@@ -1,0 +1,89 @@
+"""Generation: seeded per batch, so a run killed mid-way and resumed writes what an uninterrupted run writes."""
+import json
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import BIN, MICRO, run_env, write_config
+from rpo import config, generate, modeling, synthetic
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    rows = synthetic.dataset(n_prompts=160, responses_per_prompt=1, seed=3)
+    eval_table = pd.DataFrame({"prompt_id": range(len(rows)), "prompt": [r["prompt"] for r in rows],
+                               "response": [r["response"] for r in rows]})
+    eval_table.to_parquet(root / "eval.parquet")
+    texts = eval_table["prompt"].tolist() + eval_table["response"].tolist()
+    for name, arch in (("llama", "causal"), ("t5", "seq2seq")):
+        tokenizer = modeling.build_tokenizer(texts, 400)
+        model = modeling.build_tiny_model(arch, tokenizer, MICRO["models"][name]["tiny"], seed=0)
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    cfg = json.loads(json.dumps(MICRO))
+    cfg["generate"] = {"max_new_tokens": 24, "batch_size": 4}
+    return root, write_config(root / "c.yaml", cfg)
+
+
+def _cmd(root, cfg_path, model, out):
+    return [str(BIN / "rpo"), "generate", "--config", str(cfg_path), "--model", model, "--method", "rpo", "--seed", "1",
+            "--model-dir", str(root / model), "--eval", str(root / "eval.parquet"), "--out", str(out)]
+
+
+@pytest.mark.parametrize("model", ["llama", "t5"])
+def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_path, model):
+    root, cfg_path = setup
+    env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight.jsonl"
+    subprocess.run(_cmd(root, cfg_path, model, straight), env=env, check=True, capture_output=True)
+
+    out = tmp_path / "killed.jsonl"
+    partial = tmp_path / "killed.jsonl.partial"
+    proc = subprocess.Popen(_cmd(root, cfg_path, model, out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 9):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    kept = len(partial.read_text().splitlines())
+    assert 9 <= kept < 160
+    with open(partial, "a") as sink:  # a line cut in half by the kill
+        sink.write('{"prompt_id": 99, "gener')
+    subprocess.run(_cmd(root, cfg_path, model, out), env=env, check=True, capture_output=True)
+    assert out.read_text() == straight.read_text()
+    assert not partial.exists()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt_id"] for r in rows] == list(range(160))
+
+
+def test_resume_keeps_whole_batches_and_regenerates_the_rest(tmp_path):
+    calls = []
+
+    def fake_generator(prompts, seed):  # deterministic in (prompt, seed), like a seeded sampler
+        calls.append(seed)
+        return [f"{p}-{seed}" for p in prompts]
+
+    prompts = [f"p{i}" for i in range(7)]
+    meta = [{"i": i} for i in range(7)]
+    full = generate.generate_rows(fake_generator, prompts, meta, tmp_path / "a.partial", 2, seed=5)
+    lines = (tmp_path / "a.partial").read_text().splitlines()
+    (tmp_path / "b.partial").write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # 1.5 batches + a cut line
+    calls.clear()
+    resumed = generate.generate_rows(fake_generator, prompts, meta, tmp_path / "b.partial", 2, seed=5)
+    assert resumed == full
+    assert calls == [generate.batch_seed(5, 0, i) for i in (1, 2, 3)]  # batch 0 kept, batch 1 redone
+
+
+def test_conversations_render_with_and_without_a_chat_template():
+    tokenizer = modeling.build_tokenizer(["hello there", "how are you"], 300)
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "again"}]
+    assert modeling.format_prompts(tokenizer, ["one", conversation], chat_template=False) == ["one", "hi\n\nhello\n\nagain"]
+    cfg = config.resolve({"name": "x", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}})
+    assert cfg["generate"]["backend"] == "transformers"
