@@ -124,7 +124,7 @@ def _judge_job(tmp_path, url, n_pairs):
                 for i in range(n_pairs)]
         (tmp_path / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cmd = [str(BIN / "rpo"), "judge", "--config", str(cfg_path), "--model", "llama", "--method", "rpo", "--judge",
-           "fake", "--generations", f"rpo={tmp_path / 'rpo.jsonl'}", f"sft={tmp_path / 'sft.jsonl'}",
+           "fake", "--scope", "in_domain", "--generations", f"rpo={tmp_path / 'rpo.jsonl'}", f"sft={tmp_path / 'sft.jsonl'}",
            "--out", str(tmp_path / "out" / "winrates.json")]
     env = {**run_env(), "JUDGE_TEST_KEY": KEY, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     return cmd, env

@@ -1,4 +1,5 @@
-"""The Snakemake DAG: planning, lint, a whole run on the micro config, and partial reruns by target."""
+"""The Snakemake DAG: planning (micro and the paper's full grid), lint, a whole run on the micro config with one
+ablation, sidecars traced to MLflow, the HTML report, and reruns limited to what a change or a target needs."""
 import json
 import re
 import sqlite3
@@ -8,6 +9,12 @@ import pandas as pd
 
 from conftest import REPO, snakemake, write_config
 
+MICRO_JOBS = {"resolve_config": 1, "resolve_shared_config": 1, "resolve_ablation_config": 1, "resolve_table_config": 4,
+              "prepare_data": 1, "init_model": 2, "reference_logprobs": 2, "train": 8, "generate": 8, "score": 8,
+              "generate_ood": 8, "score_ood": 8, "judge": 12, "table2": 1, "table3": 1, "ablation_table": 4,
+              "figure1": 1, "figure2": 1, "paper_comparison": 1, "mlflow_report_run": 1, "all": 1}
+TABLES = ["table2", "table3", "table4", "table5", "table6", "table7"]
+
 
 def job_counts(output: str) -> dict:
     stats = output.split("Job stats:")[1]
@@ -16,10 +23,20 @@ def job_counts(output: str) -> dict:
 
 def test_dry_run_plans_the_expected_jobs(tmp_path, micro_config):
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
-    result = snakemake(tmp_path, "-n", "--configfile", str(cfg))
-    assert job_counts(result.stdout) == {"resolve_config": 1, "prepare_data": 1, "init_model": 2, "reference_logprobs": 2,
-                                         "train": 8, "generate": 8, "score": 8, "generate_ood": 8, "score_ood": 8,
-                                         "judge": 2, "table2": 1, "all": 1}
+    assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout) == MICRO_JOBS
+
+
+def test_the_paper_grid_plans_in_under_five_seconds(tmp_path):
+    timings = []
+    for _ in range(2):  # the first call also compiles bytecode
+        start = time.perf_counter()
+        result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+        timings.append(time.perf_counter() - start)
+    counts = job_counts(result.stdout)
+    # 6 models x (4 methods + 9 RPO ablations); judges: 2 x 6 x (3 baselines in-domain and OOD + 9 ablations vs SFT)
+    assert counts["train"] == 6 * (4 + 9) and counts["judge"] == 2 * 6 * (3 + 3 + 9)
+    assert counts["data_variant"] == 6 and counts["ablation_table"] == 4
+    assert min(timings) < 5.0, f"planning took {timings}"
 
 
 def test_ablations_plan_their_data_variants(tmp_path, micro_config):
@@ -39,28 +56,70 @@ def test_lint_is_clean():
     assert "Congratulations" in result.stdout + result.stderr
 
 
-def test_whole_dag_runs_and_reruns_only_what_a_target_needs(tmp_path, micro_config):
+def test_a_table_target_plans_only_what_it_needs(tmp_path, micro_config):
+    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}}}
+    cfg = write_config(tmp_path / "micro.yaml", micro_config)
+    counts = job_counts(snakemake(tmp_path, "results/micro/tables/table4.md", "-n", "--configfile", str(cfg)).stdout)
+    # RPO (default and beta 5) and the default SFT it is judged against, for both models; nothing else
+    assert counts["train"] == 6 and counts["generate"] == 6 and counts["score"] == 4 and counts["judge"] == 4
+    assert counts["ablation_table"] == 1
+    assert not {"generate_ood", "score_ood", "table2", "table3", "figure1", "paper_comparison"} & set(counts)
+
+
+def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, micro_config):
+    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}}}
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
     snakemake(tmp_path, "--configfile", str(cfg))
     res = tmp_path / "results" / "micro"
-    table = pd.read_csv(res / "tables" / "table2.csv")
-    assert len(table) == 8 and table["rouge_l"].between(0, 1).all()
+    for table in TABLES:
+        for ext in ("md", "csv", "tex", "runs.json"):
+            assert (res / "tables" / f"{table}.{ext}").is_file(), f"{table}.{ext}"
+    for figure in ("figure1_training_time", "figure2_kl"):
+        assert (res / "figures" / f"{figure}.png").stat().st_size > 1000 and (res / "figures" / f"{figure}.pdf").is_file()
+    table2 = pd.read_csv(res / "tables" / "table2.csv")
+    rouge = table2[table2["metric"] == "rouge_l"]
+    assert len(rouge) == 8 and rouge["value"].between(0, 1).all()
+    assert set(table2[table2["metric"] == "wr:oracle"]["row"]) == {"sft", "kto", "dro"}
+    table4 = pd.read_csv(res / "tables" / "table4.csv")
+    assert set(table4["row"]) == {"beta=5", "RPO (ref.)"}
+    assert "\\begin{tabular}" in (res / "tables" / "table4.tex").read_text()
+
     with sqlite3.connect(tmp_path / "results" / "mlflow.db") as con:
         rules = dict(con.execute("select value, count(*) from tags where key = 'rule' group by value").fetchall())
-    assert rules == {"train": 8, "generate": 8, "score": 8, "generate_ood": 8, "score_ood": 8, "judge": 2, "report": 1}
-    winrates = json.loads((res / "llama" / "judge" / "oracle" / "seed0" / "winrates.json").read_text())
-    assert set(winrates["in_domain"]) == {"sft", "kto", "dro"} and winrates["in_domain"]["sft"]["n"] == 4
-    ood_scores = json.loads((res / "t5" / "kto" / "default" / "seed0" / "ood_scores.json").read_text())
-    assert ood_scores["benchmarks"]["mt_bench"]["n"] == 4  # 2 questions x 2 turns
+        run_ids = {r for (r,) in con.execute("select run_uuid from runs")}
+        report_artifacts = con.execute("select artifact_uri from runs r join tags t on r.run_uuid = t.run_uuid "
+                                       "where t.key = 'rule' and t.value = 'report'").fetchall()
+    assert rules == {"train": 10, "generate": 10, "score": 10, "generate_ood": 8, "score_ood": 8, "judge": 14, "report": 1}
+    for sidecar in [*res.glob("tables/*.runs.json"), *res.glob("figures/*.runs.json"), res / "paper_comparison.runs.json"]:
+        ids = json.loads(sidecar.read_text())["mlflow_run_ids"]
+        assert ids and set(ids) <= run_ids, sidecar.name
+    report_run = json.loads((res / "report_run.json").read_text())
+    assert report_run["report_run_id"] in run_ids and len(report_artifacts) == 1
+    assert set(report_run["source_run_ids"]) <= run_ids
 
-    # Nothing to do once complete; changed generations of one cell rerun that cell's scoring and the table only.
+    html = tmp_path / "results" / "report.html"
+    snakemake(tmp_path, "--configfile", str(cfg), "--report", str(html))
+    assert html.stat().st_size > 10_000
+
+    # Nothing to do once complete.
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout
+    # Changing one ablation reruns its runs and what reports them, nothing of the default runs.
+    micro_config["ablations"]["beta5"]["objective"]["beta"] = 3.0
+    write_config(tmp_path / "micro.yaml", micro_config)
+    assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout) == {
+        "resolve_config": 1, "resolve_ablation_config": 1, "resolve_table_config": 1, "train": 2, "generate": 2,
+        "score": 2, "judge": 2, "ablation_table": 1, "paper_comparison": 1, "mlflow_report_run": 1, "all": 1}
+    micro_config["ablations"]["beta5"]["objective"]["beta"] = 5.0
+    write_config(tmp_path / "micro.yaml", micro_config)
+
+    # Changed generations of one cell rerun that cell's scoring, its judging and the reports.
     time.sleep(1)
-    generations = res / "t5" / "rpo" / "default" / "seed0" / "generations.jsonl"
+    generations = res / "t5" / "sft" / "default" / "seed0" / "generations.jsonl"
     generations.write_text(generations.read_text().replace('"generation": "', '"generation": "edited '))
-    assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout) == {"score": 1, "judge": 1, "table2": 1, "all": 1}
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout)
+    assert counts["score"] == 1 and counts["judge"] == 2 and "train" not in counts  # default and beta5 vs SFT
 
     # Naming one output as the target builds only what it needs.
-    target = "results/micro/llama/sft/default/seed0/generations.jsonl"
+    target = "results/micro/llama/kto/default/seed0/generations.jsonl"
     (tmp_path / target).unlink()
     assert job_counts(snakemake(tmp_path, target, "-n", "--configfile", str(cfg)).stdout) == {"generate": 1}

@@ -111,9 +111,8 @@ def _by_method(paths: list[str]) -> dict:
 def cmd_judge(args) -> None:
     from rpo import judges
 
-    result = judges.run(_config(args), _cell(args), args.judge, _by_method(args.generations),
-                        _by_method(args.ood_generations), args.out)
-    print(json.dumps({"in_domain": result["in_domain"], "calls": result["backend_calls"]}))
+    result = judges.run(_config(args), _cell(args), args.judge, args.scope, _by_method(args.generations), args.out)
+    print(json.dumps({"in_domain": result["in_domain"], "ood": result["ood"], "calls": result["backend_calls"]}))
 
 
 def cmd_score(args) -> None:
@@ -125,7 +124,15 @@ def cmd_score(args) -> None:
 def cmd_report(args) -> None:
     from rpo import report
 
-    print(report.table2(_config(args), args.scores, args.out_md, args.out_csv))
+    cfg = _config(args)
+    if args.what in report.TABLES:
+        print(report.write_table(cfg, args.what, args.inputs, args.out_prefix))
+    elif args.what in ("figure1", "figure2"):
+        report.write_figure(cfg, args.what, args.inputs, args.out_prefix)
+    elif args.what == "paper_comparison":
+        report.paper_comparison(cfg, args.inputs, args.out_prefix)
+    else:
+        print(f"MLflow report run: {report.log_report_run(cfg, args.inputs, args.out_prefix)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,18 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = step("judge", cmd_judge, "pairwise win rates of RPO against each baseline, by one judge", cell=True)
     p.add_argument("--judge", required=True, help="a name under judge.judges")
-    p.add_argument("--generations", nargs="+", required=True, help="method=generations.jsonl pairs")
-    p.add_argument("--ood-generations", nargs="*", help="method=ood_generations.jsonl pairs")
+    p.add_argument("--scope", choices=["in_domain", "ood"], default="in_domain")
+    p.add_argument("--generations", nargs="+", required=True,
+                   help="method=path pairs: rpo= and the systems it is compared with (generations or ood_generations)")
     p.add_argument("--out", required=True)
 
     p = step("score", cmd_score, "score generations (BERTScore, ROUGE-L, toxicity, Distinct-2, length)", cell=True)
     p.add_argument("--generations", required=True)
     p.add_argument("--out", required=True)
 
-    p = step("report", cmd_report, "write Table II (Markdown + CSV) from score files")
-    p.add_argument("--scores", nargs="+", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-csv", required=True)
+    p = step("report", cmd_report, "write a table (md, csv, tex), a figure (png, pdf), the paper comparison, "
+             "or the MLflow report run; each with a sidecar of run ids and md5s")
+    p.add_argument("--what", required=True, choices=["table2", "table3", "table4", "table5", "table6", "table7", "figure1",
+                                                     "figure2", "paper_comparison", "mlflow_run"])
+    p.add_argument("--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)")
+    p.add_argument("inputs", nargs="+", help="per-run files (scores.json, <scope>_rpo_vs_<baseline>.json, ood_scores.json, train.json, "
+                   "kl.csv), table CSVs (paper_comparison), or report files (mlflow_run)")
     return parser
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import yaml
@@ -11,8 +12,19 @@ from rpo.errors import ConfigError
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
+@functools.cache
+def _schema_text_loaded() -> dict:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=loader)
+
+
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return copy.deepcopy(_schema_text_loaded())
+
+
+@functools.cache
+def _validator_class():
+    return _defaulting_validator()
 
 
 def _defaulting_validator():
@@ -59,7 +71,7 @@ def resolve(raw: dict, source: str = "config") -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
     cfg = copy.deepcopy(raw)
-    validator = _defaulting_validator()(load_schema())
+    validator = _validator_class()(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = "\n  ".join(_describe(e) for e in errors)
@@ -123,15 +135,30 @@ def for_ablation(cfg: dict, ablation: str) -> dict:
     """The config one ablation's runs see: its overrides merged in and validated again."""
     if ablation not in cfg["ablations"]:
         raise ConfigError(f"config key 'ablations.{ablation}': no such ablation (have {sorted(cfg['ablations'])})")
-    override = {k: v for k, v in cfg["ablations"][ablation].items() if k != "methods"}
+    override = {k: v for k, v in cfg["ablations"][ablation].items() if k not in ("methods", "table", "label")}
     return resolve(deep_merge(cfg, override), source=f"ablation '{ablation}'")
+
+
+def ablation_methods(cfg: dict, ablation: str) -> list[str]:
+    return cfg["ablations"][ablation].get("methods", cfg["methods"])
+
+
+def for_model(cfg: dict, model: str) -> dict:
+    """The config a model's jobs see: its `train` overrides (batch size, lengths, LoRA...) merged in."""
+    override = cfg["models"][model].get("train") or {}
+    return resolve(deep_merge(cfg, {"train": override}), source=f"model '{model}'") if override else cfg
+
+
+def for_cell(cfg: dict, model: str, ablation: str) -> dict:
+    """Model overrides first, then the ablation's (an ablation changes every model's runs alike)."""
+    return for_ablation(for_model(cfg, model), ablation)
 
 
 def runs(cfg: dict) -> list[dict]:
     """Every (model, method, ablation, seed) cell the config asks for."""
     cells = []
-    for ablation, spec in cfg["ablations"].items():
-        methods = spec.get("methods", cfg["methods"])
+    for ablation in cfg["ablations"]:
+        methods = ablation_methods(cfg, ablation)
         for model in cfg["models"]:
             for method in methods:
                 for seed in cfg["seeds"]:
@@ -147,3 +174,50 @@ def training_table_name(cfg: dict) -> str:
     if data["noise"] is not None:
         return f"train_noise{data['noise']}"
     return "train"
+
+
+def slice_for(cfg: dict, ablations: list[str]) -> dict:
+    """What jobs depending on these ablations only read: the config with just the default's and their overrides
+    ([]: no overrides at all, for the jobs every ablation shares). Written per ablation (and per ablation table),
+    so changing one ablation reruns only its jobs."""
+    out = copy.deepcopy(cfg)
+    keep = ["default", *ablations] if ablations else []
+    out["ablations"] = {name: out["ablations"][name] for name in dict.fromkeys(keep)} or {"default": {}}
+    return out
+
+
+def ablation_table(cfg: dict, name: str) -> str | None:
+    """Which paper table an ablation belongs to: its `table` key, or what its override changes."""
+    spec = cfg["ablations"][name]
+    if name == "default":
+        return None
+    if spec.get("table"):
+        return spec["table"]
+    data, objective = spec.get("data", {}), spec.get("objective", {})
+    if objective.get("rpo", {}).get("estimator") == "none":
+        return "table5"
+    if "beta" in objective:
+        return "table4"
+    if "density" in data:
+        return "table6"
+    if "noise" in data:
+        return "table7"
+    return None
+
+
+def ablation_label(cfg: dict, name: str) -> str:
+    """The row label of an ablation in its table: beta, density %, noise sigma, or its name."""
+    spec = cfg["ablations"][name]
+    if spec.get("label"):
+        return spec["label"]
+    table = ablation_table(cfg, name)
+    merged = for_ablation(cfg, name)
+    if table == "table4":
+        return f"beta={merged['objective']['beta']:g}"
+    if table == "table5":
+        return "w/o V_hat"
+    if table == "table6":
+        return f"{100 * merged['data']['density']:g}%"
+    if table == "table7":
+        return f"sigma={merged['data']['noise']:g}"
+    return name

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from rpo import config as config_lib
 from rpo import modeling, tracking
 
 
@@ -74,6 +75,7 @@ class VLLMGenerator:
 
 
 def make_generator(cfg: dict, model_name: str, model_dir):
+    cfg = config_lib.for_model(cfg, model_name)
     gcfg = cfg["generate"]
     cls = VLLMGenerator if gcfg["backend"] == "vllm" else TransformersGenerator
     return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])

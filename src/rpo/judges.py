@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -308,8 +309,9 @@ def _pairs(ours: list[dict], theirs: list[dict], key) -> list[tuple[str, str, st
     return [(_instruction(r), r["generation"], other[key(r)]["generation"]) for r in ours]
 
 
-def run(cfg: dict, cell: dict, judge_name: str, generations: dict, ood_generations: dict, out_path) -> dict:
-    """RPO against each baseline, in-domain and on every OOD benchmark, by one judge."""
+def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, out_path) -> dict:
+    """RPO against each other system in `generations`, by one judge: in-domain (`scope` 'in_domain', paired by
+    prompt) or on every OOD benchmark (`scope` 'ood', paired by benchmark, question and turn)."""
     from rpo import tracking
     from rpo.score import read_jsonl
 
@@ -318,17 +320,16 @@ def run(cfg: dict, cell: dict, judge_name: str, generations: dict, ood_generatio
     boot = cfg["score"]["bootstrap"]
     stats = lambda outcomes: win_rates(outcomes, boot["samples"], boot["confidence"], boot["seed"])  # noqa: E731
     ours = read_jsonl(generations["rpo"])
-    ours_ood = read_jsonl(ood_generations["rpo"]) if ood_generations else []
-    result = {"judge": judge_name, "judge_id": judge.id, **cell, "in_domain": {}, "ood": {}, "skipped": []}
-    for baseline in [b for b in cfg["judge"]["baselines"] if b in generations]:
-        items = [i for i in _pairs(ours, read_jsonl(generations[baseline]), lambda r: r["prompt_id"])
-                 if judge.supports(i[0])]
-        result["in_domain"][baseline] = stats(judge.compare(items, desc=f"{judge_name}: rpo vs {baseline}"))
-        if baseline not in ood_generations:
+    result = {"judge": judge_name, "judge_id": judge.id, **cell, "scope": scope, "in_domain": {}, "ood": {},
+              "skipped": []}
+    for baseline in [m for m in generations if m != "rpo"]:
+        theirs = read_jsonl(generations[baseline])
+        if scope == "in_domain":
+            items = [i for i in _pairs(ours, theirs, lambda r: r["prompt_id"]) if judge.supports(i[0])]
+            result["in_domain"][baseline] = stats(judge.compare(items, desc=f"{judge_name}: rpo vs {baseline}"))
             continue
-        theirs = read_jsonl(ood_generations[baseline])
         for bench in cfg["ood"]["benchmarks"]:
-            rows = [r for r in ours_ood if r["benchmark"] == bench]
+            rows = [r for r in ours if r["benchmark"] == bench]
             items = _pairs(rows, theirs, lambda r: (r["benchmark"], r["id"], r["turn"]))
             if not all(judge.supports(i[0]) for i in items):
                 note = f"{bench}: judge '{judge_name}' cannot judge its prompts"
@@ -337,11 +338,11 @@ def run(cfg: dict, cell: dict, judge_name: str, generations: dict, ood_generatio
             outcomes = judge.compare(items, desc=f"{judge_name}: rpo vs {baseline} on {bench}")
             result["ood"].setdefault(bench, {})[baseline] = stats(outcomes)
     result["backend_calls"] = judge.calls
-    with tracking.run(cfg, "judge", Path(out_path).parent, cell | {"judge": judge_name},
-                      params={"judge": {k: v for k, v in spec.items()}}) as mlrun:
+    with tracking.run(cfg, "judge", Path(out_path).parent, cell | {"judge": judge_name, "scope": scope},
+                      params={"judge": dict(spec)}) as mlrun:
         flat = {f"win_{b}": r["win"] for b, r in result["in_domain"].items()}
         flat |= {f"{bench}_win_{b}": r["win"] for bench, by in result["ood"].items() for b, r in by.items()}
-        mlrun.log_metrics({k: v for k, v in flat.items() if v == v})
+        mlrun.log_metrics({k: v for k, v in flat.items() if not math.isnan(v)})
         result["mlflow_run_id"] = mlrun.run_id
         Path(out_path).write_text(json.dumps(result, indent=2))
         mlrun.log_artifact(out_path)

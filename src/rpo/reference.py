@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from rpo import config as config_lib
 from rpo import modeling, objectives
 
 
@@ -49,6 +50,7 @@ def _score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
 def compute_ref_logprobs(cfg: dict, model_name: str, model_dir: str | Path, train_path: str | Path, out_path: str | Path) -> None:
     """Summed reference log-prob and token count of every training row; with KTO in the config, also of
     each row's mismatched (prompt, other completion) pair, the KL pairs of KTO's reference point."""
+    cfg = config_lib.for_model(cfg, model_name)
     spec, train_cfg = cfg["models"][model_name], cfg["train"]
     model, tokenizer = modeling.load(model_dir, spec["arch"])
     model.to(modeling.device()).eval()

@@ -139,7 +139,7 @@ class _NoRun:
 
 
 def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None) -> dict:
-    cfg = config_lib.for_ablation(cfg, cell["ablation"])
+    cfg = config_lib.for_cell(cfg, cell["model"], cell["ablation"])
     spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
     objective = objectives.get(cell["method"])
     acc = make_accelerator(tcfg)

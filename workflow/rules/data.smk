@@ -13,9 +13,56 @@ rule resolve_config:
         "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
 
 
+rule resolve_shared_config:
+    output:
+        SHARED_CONFIG,
+    params:
+        config_json=config_slice([]),
+    log:
+        f"{RESULTS}/logs/resolve_shared_config.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=500,
+    shell:
+        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+
+
+rule resolve_ablation_config:
+    output:
+        ABLATION_CONFIG,
+    params:
+        config_json=lambda wildcards: config_slice([wildcards.ablation]),
+    log:
+        f"{RESULTS}/logs/resolve_config_{{ablation}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=500,
+    shell:
+        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+
+
+rule resolve_table_config:
+    output:
+        TABLE_CONFIG,
+    params:
+        config_json=lambda wildcards: config_slice(ablations_of(wildcards.table)),
+    wildcard_constraints:
+        table="table[4-7]",
+    log:
+        f"{RESULTS}/logs/resolve_config_{{table}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=500,
+    shell:
+        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+
+
 rule prepare_data:
     input:
-        config=CONFIG_FILE,
+        config=SHARED_CONFIG,
     output:
         train=f"{DATA}/train.parquet",
         eval=f"{DATA}/eval.parquet",
@@ -32,7 +79,7 @@ rule prepare_data:
 
 rule data_variant:
     input:
-        config=CONFIG_FILE,
+        config=SHARED_CONFIG,
         train=rules.prepare_data.output.train,
     output:
         f"{DATA}/train_{{kind}}{{value}}.parquet",
@@ -52,7 +99,7 @@ rule data_variant:
 
 rule init_model:
     input:
-        config=CONFIG_FILE,
+        config=SHARED_CONFIG,
         train=rules.prepare_data.output.train,
     output:
         directory(f"{RESULTS}/{{model}}/reference"),
@@ -69,7 +116,7 @@ rule init_model:
 
 rule reference_logprobs:
     input:
-        config=CONFIG_FILE,
+        config=SHARED_CONFIG,
         model=rules.init_model.output,
         train=rules.prepare_data.output.train,
     output:
@@ -87,7 +134,7 @@ rule reference_logprobs:
 
 rule version_data:
     input:
-        config=CONFIG_FILE,
+        config=SHARED_CONFIG,
         tables=data_tables(),
         manifest=rules.prepare_data.output.manifest,
     output:

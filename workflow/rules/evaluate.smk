@@ -1,6 +1,6 @@
 rule generate:
     input:
-        config=CONFIG_FILE,
+        config=ablation_config,
         model=rules.train.output.model,
         eval=rules.prepare_data.output.eval,
     output:
@@ -19,7 +19,7 @@ rule generate:
 
 rule score:
     input:
-        config=CONFIG_FILE,
+        config=ablation_config,
         generations=rules.generate.output,
     output:
         f"{RUN_DIR}/scores.json",
@@ -37,7 +37,7 @@ rule score:
 
 rule generate_ood:
     input:
-        config=CONFIG_FILE,
+        config=ablation_config,
         model=rules.train.output.model,
     output:
         f"{RUN_DIR}/ood_generations.jsonl",
@@ -54,7 +54,7 @@ rule generate_ood:
 
 rule score_ood:
     input:
-        config=CONFIG_FILE,
+        config=ablation_config,
         generations=rules.generate_ood.output,
     output:
         f"{RUN_DIR}/ood_scores.json",
@@ -72,21 +72,19 @@ rule score_ood:
 
 rule judge:
     input:
-        config=CONFIG_FILE,
-        generations=judged_generations("generations.jsonl"),
-        ood=judged_generations("ood_generations.jsonl"),
+        config=ablation_config,
+        generations=judged_generations,
     output:
-        f"{RESULTS}/{{model}}/judge/{{judge}}/seed{{seed}}/winrates.json",
+        f"{RESULTS}/{{model}}/judge/{{judge}}/{{ablation}}/seed{{seed}}/{{scope}}_rpo_vs_{{baseline}}.json",
     params:
-        generations=lambda wildcards, input: method_pairs(input.generations),
-        ood=lambda wildcards, input: method_pairs(input.ood),
+        generations=lambda wildcards, input: method_pairs(wildcards, input.generations),
     log:
-        f"{RESULTS}/logs/{{model}}/judge_{{judge}}_seed{{seed}}.log",
+        f"{RESULTS}/logs/{{model}}/judge/{{judge}}_{{ablation}}_seed{{seed}}_{{scope}}_rpo_vs_{{baseline}}.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
-        "rpo judge --config {input.config} --model {wildcards.model} --method rpo --seed {wildcards.seed} "
-        "--judge {wildcards.judge} --generations {params.generations} --ood-generations {params.ood} "
+        "rpo judge --config {input.config} --model {wildcards.model} --method rpo --ablation {wildcards.ablation} "
+        "--seed {wildcards.seed} --judge {wildcards.judge} --scope {wildcards.scope} --generations {params.generations} "
         "--out {output} 2>&1 | tee {log}"

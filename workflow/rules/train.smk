@@ -1,6 +1,6 @@
 rule train:
     input:
-        config=CONFIG_FILE,
+        config=ablation_config,
         init=rules.init_model.output,
         train=training_table,
         base=rules.prepare_data.output.train,
