@@ -127,3 +127,12 @@ def report_files():
 def out_prefix(wildcards, output):
     """A report output's path without its suffix (every report rule writes <prefix>.runs.json)."""
     return output.runs.removesuffix(".runs.json")
+
+
+def train_launcher(wildcards, resources):
+    """Several GPUs for one training job: `accelerate launch` with the FSDP config; else plain `rpo`."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus <= 1:
+        return "rpo"
+    fsdp = f"{workflow.basedir}/config/accelerate/fsdp.yaml"
+    return f"accelerate launch --config_file {fsdp} --num_processes {gpus} $(command -v rpo)"

@@ -14,9 +14,11 @@ rule train:
         f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/train.log",
     conda:
         CONDA_ENV
+    params:
+        launcher=train_launcher,
     resources:
         mem_mb=4000,
     shell:
-        "rpo train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
+        "{params.launcher} train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
         "--ablation {wildcards.ablation} --seed {wildcards.seed} --init {input.init} --train {input.train} "
         "--base-train {input.base} --ref {input.ref} --eval {input.eval} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
