@@ -133,21 +133,27 @@ class Run:
         self._write()
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
         params = {k: str(v)[:500] for k, v in flatten(params).items()}
-        self._call(lambda: self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()]),
-                   lambda: self.record["params"].update(params))
+
+        def online():  # mlflow is imported only when online: a node without it records offline
+            from mlflow.entities import Param
+
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+
+        self._call(online, lambda: self.record["params"].update(params))
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
 
-        from mlflow.entities import Metric
-
         stamp = int(time.time() * 1000)
         rows = [(k, float(v), step or 0) for k, v in metrics.items()]
-        self._call(lambda: self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, s) for k, v, s in rows]),
-                   lambda: self.record["metrics"].extend([k, v, s] for k, v, s in rows))
+
+        def online():
+            from mlflow.entities import Metric
+
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, s) for k, v, s in rows])
+
+        self._call(online, lambda: self.record["metrics"].extend([k, v, s] for k, v, s in rows))
 
     def log_artifact(self, path) -> None:
         path = str(Path(path).resolve())

@@ -227,7 +227,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
         if not acc.is_main_process:
             return {**cell, "steps": total_steps, "history": state["history"]}
         return _finish(cfg, cell, acc.unwrap_model(wrapped["model"]), tokenizer, value_net, out_dir, ckpt_dir, state,
-                       total_steps, time.perf_counter() - started, len(table), run)
+                       total_steps, time.perf_counter() - started, len(table), run, acc.mixed_precision)
 
 
 def model_card(cfg: dict, cell: dict, summary: dict) -> str:
@@ -270,7 +270,8 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
     return track
 
 
-def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run):
+def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run,
+            precision="no"):
     if hasattr(model, "merge_and_unload"):  # LoRA: save plain weights that AutoModel loads
         model = model.merge_and_unload()
     model.save_pretrained(out_dir / "model")
@@ -288,6 +289,8 @@ def _finish(cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, to
         "tokens_per_s": state["tokens"] / wall,
         "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,
         "peak_memory_mb": peak_memory_mb(),
+        "device": str(next(model.parameters()).device),
+        "mixed_precision": str(precision),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "final_loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
