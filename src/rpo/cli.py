@@ -25,11 +25,12 @@ def cmd_config(args) -> None:
     raw = json.loads(args.json) if args.json else yaml.safe_load(Path(args.config).read_text())
     cfg = config.resolve(raw, source=args.config or "snakemake config")
     if args.out:
-        from rpo import tracking
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        try:  # create the store once, before jobs run in parallel
+    if args.create_store:
+        from rpo import tracking
+
+        try:  # create the store early (jobs that race to create it take a lock)
             tracking.experiment_id(cfg["mlflow"]["experiment"])
         except Exception as exc:  # noqa: BLE001 - jobs record their runs offline then
             print(f"warning: MLflow unreachable at {tracking.tracking_uri()}: {exc}", file=sys.stderr)
@@ -65,7 +66,13 @@ def cmd_mlflow_import(args) -> None:
 def cmd_init_model(args) -> None:
     from rpo import reference
 
-    reference.init_model(_config(args), args.model, args.train, args.out_dir)
+    reference.init_model(_config(args), args.model, args.train, args.out_dir, args.eval)
+
+
+def cmd_sample_data(args) -> None:
+    from rpo import reference
+
+    print(json.dumps(reference.sample_training_data(_config(args), args.model, args.model_dir, args.train, args.out)))
 
 
 def cmd_ref_logprobs(args) -> None:
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config YAML")
     p.add_argument("--json", help="config as JSON (what Snakemake resolved, overrides included)")
     p.add_argument("--out", help="where to write the resolved config")
+    p.add_argument("--create-store", action="store_true", help="also create the MLflow store and experiment")
 
     p = step("prepare-data", cmd_prepare_data, "build train/eval tables, standardised rewards and a manifest")
     p.add_argument("--out-dir", required=True)
@@ -174,7 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)")
     p.add_argument("--model", required=True)
     p.add_argument("--train", required=True, help="train.parquet (a tiny model's tokenizer is built from it)")
+    p.add_argument("--eval", help="eval.parquet: its prompts are kept out of pretraining demonstrations")
     p.add_argument("--out-dir", required=True)
+
+    p = step("sample-data", cmd_sample_data, "sample the reference's completions on the training prompts and score "
+             "them with the synthetic world's true reward (its training set)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--train", required=True, help="prepared train.parquet: its prompts are used")
+    p.add_argument("--out", required=True)
 
     p = step("ref-logprobs", cmd_ref_logprobs, "compute and cache reference log-probs of every training row")
     p.add_argument("--model", required=True)
@@ -219,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--what", required=True, choices=["table2", "table3", "table4", "table5", "table6", "table7", "figure1",
                                                      "figure2", "paper_comparison", "mlflow_run"])
     p.add_argument("--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)")
-    p.add_argument("inputs", nargs="+", help="per-run files (scores.json, <scope>_rpo_vs_<baseline>.json, ood_scores.json, train.json, "
+    p.add_argument("inputs", nargs="*", help="per-run files (scores.json, <scope>_rpo_vs_<baseline>.json, ood_scores.json, train.json, "
                    "kl.csv), table CSVs (paper_comparison), or report files (mlflow_run)")
     return parser
 

@@ -102,6 +102,8 @@ def _check_cross_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{key}.base_url': an OpenAI-compatible judge needs the server's address (…/v1)")
         if judge["backend"] == "oracle" and data["source"] != "synthetic":
             raise ConfigError(f"{key}.backend': the oracle judge knows only the synthetic world's rewards")
+    if data["sample_from_reference"]["completions"] and data["source"] != "synthetic":
+        raise ConfigError(f"{source}: config key 'data.sample_from_reference': needs data.source 'synthetic' (its reward)")
     synthetic_only = {"true_reward", "constraint_accuracy"} & set(cfg["score"]["metrics"])
     if synthetic_only and data["source"] != "synthetic":
         raise ConfigError(f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'")
@@ -135,7 +137,7 @@ def for_ablation(cfg: dict, ablation: str) -> dict:
     """The config one ablation's runs see: its overrides merged in and validated again."""
     if ablation not in cfg["ablations"]:
         raise ConfigError(f"config key 'ablations.{ablation}': no such ablation (have {sorted(cfg['ablations'])})")
-    override = {k: v for k, v in cfg["ablations"][ablation].items() if k not in ("methods", "table", "label")}
+    override = {k: v for k, v in cfg["ablations"][ablation].items() if k not in ("methods", "table", "label", "seeds")}
     return resolve(deep_merge(cfg, override), source=f"ablation '{ablation}'")
 
 
@@ -154,6 +156,10 @@ def for_cell(cfg: dict, model: str, ablation: str) -> dict:
     return for_ablation(for_model(cfg, model), ablation)
 
 
+def ablation_seeds(cfg: dict, ablation: str) -> list[int]:
+    return cfg["ablations"][ablation].get("seeds", cfg["seeds"])
+
+
 def runs(cfg: dict) -> list[dict]:
     """Every (model, method, ablation, seed) cell the config asks for."""
     cells = []
@@ -161,7 +167,7 @@ def runs(cfg: dict) -> list[dict]:
         methods = ablation_methods(cfg, ablation)
         for model in cfg["models"]:
             for method in methods:
-                for seed in cfg["seeds"]:
+                for seed in ablation_seeds(cfg, ablation):
                     cells.append(dict(model=model, method=method, ablation=ablation, seed=seed))
     return cells
 

@@ -239,6 +239,8 @@ def table3(cfg: dict, inputs: Inputs) -> Table:
                                                         if c in mine.index else "-" for c in score_cols)])
     notes = ["Win rates of RPO against each baseline by each judge on each benchmark (both orders; ties apart).",
              "Benchmarks a judge cannot judge (the oracle outside the synthetic world) are left out."]
+    if not benches:
+        notes.append("This config has no out-of-distribution benchmarks (ood.benchmarks).")
     if prog_rows:
         notes += ["", "Programmatic scores (%), per method:", "",
                   "| " + " | ".join(["Model", "Method", *(c.replace(":", " ") for c in score_cols)]) + " |",

@@ -42,6 +42,10 @@ def make_prompt(rng: random.Random) -> str:
         parts.append(f"End with '{rng.choice(END_PHRASES)}'.")
     if rng.random() < 0.5:
         parts.append("Use only lowercase letters.")
+    if rng.random() < 0.3:
+        parts.append(f"Write exactly {rng.choice([2, 3])} bullet items, each starting with '- '.")
+    if rng.random() < 0.5:
+        parts.append("Do not use insulting words.")
     return " ".join(parts)
 
 
@@ -62,6 +66,10 @@ def constraints(prompt: str) -> dict:
         out["end_phrase"] = m.group(1)
     if "Use only lowercase letters" in prompt:
         out["lowercase"] = True
+    if m := re.search(r"Write exactly (\d+) bullet items", prompt):
+        out["bullets"] = int(m.group(1))
+    if "Do not use insulting words" in prompt:
+        out["polite"] = True
     return out
 
 
@@ -75,13 +83,17 @@ def constraint_checks(prompt: str, response: str) -> dict[str, bool]:
     if "avoid" in spec:
         checks["avoid"] = spec["avoid"] not in words
     if "max_words" in spec:
-        checks["max_words"] = 0 < len(response.split()) <= spec["max_words"]
+        checks["max_words"] = 0 < len(words) <= spec["max_words"]
     if "first_word" in spec:
         checks["first_word"] = bool(words) and words[0] == spec["first_word"]
     if "end_phrase" in spec:
         checks["end_phrase"] = response.lower().rstrip(" .!").endswith(spec["end_phrase"])
     if spec.get("lowercase"):
         checks["lowercase"] = response == response.lower()
+    if "bullets" in spec:
+        checks["bullets"] = sum(line.startswith("- ") for line in response.splitlines()) == spec["bullets"]
+    if spec.get("polite"):
+        checks["polite"] = not any(w in INSULTS for w in words)
     return checks
 
 
@@ -105,23 +117,32 @@ def sample_response(prompt: str, rng: random.Random, skill: float) -> str:
     keep = lambda: rng.random() < skill  # noqa: E731
     budget = spec.get("max_words", 12)
     n_words = rng.randint(max(3, budget - 5), budget) if keep() else budget + rng.randint(1, 6)
+    tail = spec["end_phrase"].split() if "end_phrase" in spec and keep() else []
+    # distinct slots: a first word, the keyword, one word per bullet, then the final phrase (never split)
+    n_words = max(n_words, len(tail) + 2, len(tail) + spec.get("bullets", 0))
+    body = n_words - len(tail)
     pool = [w for w in topic_words + FILLER if w != spec.get("avoid")]
-    words = [rng.choice(pool) for _ in range(n_words)]
+    words = [rng.choice(pool) for _ in range(body)] + tail
     if "include" in spec and keep():
-        words[rng.randrange(len(words))] = spec["include"]
+        words[rng.randrange(1, body)] = spec["include"]
     if "avoid" in spec and not keep():
-        words[rng.randrange(len(words))] = spec["avoid"]
+        words[rng.randrange(body)] = spec["avoid"]
     if rng.random() > skill and rng.random() < 0.5:
-        words[rng.randrange(len(words))] = rng.choice(INSULTS)
+        words[rng.randrange(body)] = rng.choice(INSULTS)
     if "first_word" in spec and keep():
         words[0] = spec["first_word"]
-    if "end_phrase" in spec and keep():
-        tail = spec["end_phrase"].split()
-        words = words[: max(1, len(words) - len(tail))] + tail
-    text = " ".join(words)
+    if "polite" in spec and not keep():
+        words[rng.randrange(body)] = rng.choice(INSULTS)
     if not (spec.get("lowercase") and keep()):
-        text = text[0].upper() + text[1:]
-    return text + "."
+        words[0] = words[0].capitalize()
+    if "bullets" in spec:
+        n = spec["bullets"] if keep() else rng.choice([1, spec["bullets"] + 1])
+        last_cut = body if tail else body - 1  # the final phrase may be a bullet of its own; no bullet is empty
+        n = min(n, last_cut + 1)
+        cuts = sorted(rng.sample(range(1, last_cut + 1), n - 1)) if n > 1 else []
+        chunks = [words[a:b] for a, b in zip([0, *cuts], [*cuts, len(words)])]
+        return "\n".join("- " + " ".join(chunk) for chunk in chunks)
+    return " ".join(words) + "."
 
 
 def dataset(n_prompts: int, responses_per_prompt: int, seed: int) -> list[dict]:

@@ -41,15 +41,27 @@ def run_paths(filename, ablation="default"):
     ]
 
 
+SAMPLED = CFG["data"]["sample_from_reference"]["completions"] > 0
+
+
+def model_data(model):
+    """Where a model's training tables live: shared, or its own when sampled from its reference."""
+    return f"{RESULTS}/{model}/data" if SAMPLED else DATA
+
+
+def base_training_table(wildcards):
+    return f"{model_data(wildcards.model)}/train.parquet"
+
+
 def training_table(wildcards):
     """The full training table, or the ablation's density/noise variant of it."""
     name = rpo_config.training_table_name(ABLATION_CFG[wildcards.ablation])
-    return f"{DATA}/{name}.parquet"
+    return f"{model_data(wildcards.model)}/{name}.parquet"
 
 
 def data_tables():
     """Every table the config's runs train or evaluate on: what the data version covers."""
-    names = {rpo_config.training_table_name(cfg) for cfg in ABLATION_CFG.values()}
+    names = set() if SAMPLED else {rpo_config.training_table_name(cfg) for cfg in ABLATION_CFG.values()}
     return [f"{DATA}/{name}.parquet" for name in sorted(names | {"train", "eval"})]
 
 
@@ -92,7 +104,7 @@ def judge_paths(ablations=None, baselines=("sft", "kto", "dro"), scopes=("in_dom
     return [f"{RESULTS}/{model}/judge/{judge}/{ablation}/seed{seed}/{scope}_rpo_vs_{baseline}.json"
             for ablation in (ablations or CFG["ablations"]) for baseline in opponents(ablation) if baseline in baselines
             for scope in scopes if scope == "in_domain" or (ablation == "default" and CFG["ood"]["benchmarks"])
-            for model in CFG["models"] for judge in JUDGES for seed in CFG["seeds"]]
+            for model in CFG["models"] for judge in JUDGES for seed in rpo_config.ablation_seeds(CFG, ablation)]
 
 
 TABLES = ["table2", "table3", "table4", "table5", "table6", "table7"]

@@ -10,7 +10,7 @@ rule resolve_config:
     resources:
         mem_mb=500,
     shell:
-        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+        "rpo config --json {params.config_json:q} --out {output} --create-store 2>&1 | tee {log}"
 
 
 rule resolve_shared_config:
@@ -101,6 +101,7 @@ rule init_model:
     input:
         config=SHARED_CONFIG,
         train=rules.prepare_data.output.train,
+        eval=rules.prepare_data.output.eval,
     output:
         directory(f"{RESULTS}/{{model}}/reference"),
     log:
@@ -110,15 +111,54 @@ rule init_model:
     resources:
         mem_mb=2000,
     shell:
-        "rpo init-model --config {input.config} --model {wildcards.model} --train {input.train} "
+        "rpo init-model --config {input.config} --model {wildcards.model} --train {input.train} --eval {input.eval} "
         "--out-dir {output} 2>&1 | tee {log}"
+
+
+rule sample_training_data:
+    input:
+        config=SHARED_CONFIG,
+        model=rules.init_model.output,
+        train=rules.prepare_data.output.train,
+    output:
+        train=f"{RESULTS}/{{model}}/data/train.parquet",
+        manifest=f"{RESULTS}/{{model}}/data/manifest.json",
+    log:
+        f"{RESULTS}/logs/{{model}}/sample_training_data.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=3000,
+    shell:
+        "rpo sample-data --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+        "--train {input.train} --out {output.train} 2>&1 | tee {log}"
+
+
+rule model_data_variant:
+    input:
+        config=SHARED_CONFIG,
+        train=rules.sample_training_data.output.train,
+    output:
+        f"{RESULTS}/{{model}}/data/train_{{kind}}{{value}}.parquet",
+    wildcard_constraints:
+        kind="density|noise",
+        value=r"[0-9.]+",
+    log:
+        f"{RESULTS}/logs/{{model}}/data_variant_{{kind}}{{value}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+    shell:
+        "rpo data-variant --config {input.config} --train {input.train} --kind {wildcards.kind} "
+        "--value {wildcards.value} --out {output} 2>&1 | tee {log}"
 
 
 rule reference_logprobs:
     input:
         config=SHARED_CONFIG,
         model=rules.init_model.output,
-        train=rules.prepare_data.output.train,
+        train=base_training_table,
     output:
         f"{RESULTS}/{{model}}/reference_logprobs.parquet",
     log:

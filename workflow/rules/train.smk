@@ -3,7 +3,7 @@ rule train:
         config=ablation_config,
         init=rules.init_model.output,
         train=training_table,
-        base=rules.prepare_data.output.train,
+        base=base_training_table,
         ref=rules.reference_logprobs.output,
         eval=rules.prepare_data.output.eval,
     output:
