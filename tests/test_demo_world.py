@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from conftest import snakemake, write_config
+from conftest import REPO, snakemake, write_config
 from rpo import config, data, reference, synthetic
 from test_workflow import job_counts
 
@@ -50,3 +50,20 @@ def test_ablations_can_run_fewer_seeds_and_sampled_data_is_per_model(tmp_path, m
     assert counts["sample_training_data"] == 2 and counts["model_data_variant"] == 2 and "data_variant" not in counts
     assert "--train results/micro/llama/data/train_noise0.5.parquet" in result.stdout
     assert "--train results/micro/t5/data/train.parquet --out results/micro/t5/reference_logprobs.parquet" in result.stdout
+
+
+def test_smollm2_gguf_converts_once_to_safetensors_and_generates(tmp_path):
+    from rpo import generate, modeling
+
+    cfg = config.load(REPO / "config" / "smollm2.yaml")
+    reference.init_model(cfg, "smollm2-135m", None, tmp_path / "ref")
+    assert (tmp_path / "ref" / "model.safetensors").is_file()
+    saved = json.loads((tmp_path / "ref" / "config.json").read_text())
+    assert "quantization_config" not in saved
+    assert json.loads((tmp_path / "ref" / "init.json").read_text())["parameters"] > 100_000_000
+    gcfg = {**cfg["generate"], "max_new_tokens": 12}
+    generator = generate.TransformersGenerator(tmp_path / "ref", cfg["models"]["smollm2-135m"], gcfg, 128)
+    texts = generator(["Write about cats. Use at most 8 words."], seed=0)
+    assert texts[0].strip() and "<|im_start|>" not in texts[0]
+    model, tokenizer = modeling.load(tmp_path / "ref", "causal")
+    assert tokenizer.chat_template and model.config.model_type == "llama"

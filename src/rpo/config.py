@@ -108,8 +108,10 @@ def _check_cross_references(cfg: dict, source: str) -> None:
     if synthetic_only and data["source"] != "synthetic":
         raise ConfigError(f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'")
     for name, model in cfg["models"].items():
-        if model["source"] == "pretrained" and not model.get("path"):
+        if model["source"] in ("pretrained", "gguf") and not model.get("path"):
             raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")
+        if model["source"] == "gguf" and not model.get("gguf_file"):
+            raise ConfigError(f"{source}: config key 'models.{name}.gguf_file': source gguf needs the file's name")
 
 
 def load(path: str | Path) -> dict:

@@ -78,6 +78,22 @@ def save_pointer(out_dir: str | Path, path: str) -> None:
     (out_dir / POINTER).write_text(json.dumps({"path": path}))
 
 
+def convert_gguf(folder: str, gguf_file: str, out_dir: str | Path) -> None:
+    """Dequantise a GGUF checkpoint once into a plain safetensors folder that every later step loads fast
+    (transformers 5 reads GGUF through the `gguf` package; the quantizer must go before save_pretrained)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (Path(out_dir) / "init.json").write_text(json.dumps({"source": f"{folder}/{gguf_file}", "parameters": sum(
+        p.numel() for p in model.parameters())}))
+
+
 def load(path: str | Path, arch: str):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from rpo import config as config_lib
+from rpo import resources
 from rpo import modeling, objectives
 
 
@@ -20,6 +21,9 @@ def init_model(cfg: dict, model_name: str, train_path: str | Path, out_dir: str 
     out_dir = Path(out_dir)
     if spec["source"] == "pretrained":
         modeling.save_pointer(out_dir, spec["path"])
+        return
+    if spec["source"] == "gguf":
+        modeling.convert_gguf(resources.resolve(spec["path"], f"models.{model_name}.path"), spec["gguf_file"], out_dir)
         return
     table = pd.read_parquet(train_path)
     demos = demonstrations(cfg, model_name, table, eval_path)
