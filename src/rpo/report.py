@@ -136,6 +136,13 @@ def across_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=[*keys, "value", "ci_low", "ci_high", "seeds"])
 
 
+def win_rate_cells(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Win rates across seeds, the interval clipped to [0, 100] (a t-interval over few seeds can overshoot)."""
+    cells = across_seeds(frame, keys)
+    cells[["ci_low", "ci_high"]] = cells[["ci_low", "ci_high"]].clip(0.0, 100.0)
+    return cells
+
+
 def fmt(value: float, digits: int, lo: float = math.nan, hi: float = math.nan) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -189,7 +196,7 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
     cells = across_seeds(scores, ["model", "method", "metric"])
     wins = inputs.winrates()
     wins = wins[(wins["ablation"] == "default") & (wins["scope"] == "in_domain")]
-    wr = across_seeds(wins, ["model", "baseline", "judge"])
+    wr = win_rate_cells(wins, ["model", "baseline", "judge"])
     judges = _judges(wins)
     header = ["Model", "Method", *(METRICS[m][0] for m in metrics), *(f"{j} WR" for j in judges), "Seeds"]
     rows = []
@@ -217,7 +224,7 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
 def table3(cfg: dict, inputs: Inputs) -> Table:
     wins = inputs.winrates()
     wins = wins[(wins["ablation"] == "default") & (wins["scope"] != "in_domain")]
-    wr = across_seeds(wins, ["model", "baseline", "judge", "scope"])
+    wr = win_rate_cells(wins, ["model", "baseline", "judge", "scope"])
     judges, benches = _judges(wins), list(cfg["ood"]["benchmarks"])
     columns = [(j, b) for j in judges for b in benches if len(wr[(wr["judge"] == j) & (wr["scope"] == b)])]
     header = ["Model", "Baseline", *(f"{j} {b}" for j, b in columns)]
@@ -262,7 +269,7 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     wins = inputs.winrates()
     baseline = cfg["judge"]["ablation_baseline"]
     wins = wins[wins["ablation"].isin(labels) & (wins["scope"] == "in_domain") & (wins["baseline"] == baseline)]
-    wr = across_seeds(wins, ["model", "ablation", "judge"])
+    wr = win_rate_cells(wins, ["model", "ablation", "judge"])
     judges = _judges(wins)
     header = ["Model", "Setting", *(METRICS[m][0] for m in metrics), *(f"{j} WR" for j in judges), "Seeds"]
     rows = []
