@@ -19,8 +19,7 @@ METRICS = {"bertscore": ("BERTScore", 3), "rouge_l": ("ROUGE-L", 3), "toxicity":
            "distinct_2": ("Distinct-2", 2), "avg_len": ("Avg Len", 1), "true_reward": ("True reward", 2),
            "constraint_accuracy": ("Constraint acc.", 3)}
 ABLATION_METRICS = ["bertscore", "rouge_l", "toxicity", "distinct_2", "true_reward", "constraint_accuracy"]
-OOD_SCORES = {"prompt_strict": "prompt strict", "prompt_loose": "prompt loose", "instruction_strict": "inst. strict",
-              "instruction_loose": "inst. loose", "exact_match": "exact match"}
+OOD_SCORES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "exact_match")
 TITLES = {
     "table2": "Table II: in-domain metrics and win rates of RPO against each baseline",
     "table3": "Table III: out-of-distribution win rates of RPO against each baseline, and programmatic scores",
@@ -354,7 +353,6 @@ def write_figure(cfg: dict, name: str, paths: list[str], out_prefix) -> None:
 # ----------------------------------------------------------------------------- the paper, beside ours
 
 PAPER_CSV = Path(__file__).resolve().parents[2] / "docs" / "paper_reported.csv"
-JUDGE_ALIASES = {"gpt-4o": "gpt-4o", "claude-3.5": "claude-3.5"}
 
 
 def paper_comparison(cfg: dict, table_csvs: list[str], out_md) -> str:
