@@ -70,11 +70,15 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
             assert len((run_dir / "scores_per_example.jsonl").read_text().splitlines()) == len(held_out)
 
     score_files = sorted(res.glob("*/*/default/seed0/scores.json"))
-    run("report", "--config", cfg, "--scores", *score_files, "--out-md", res / "tables" / "table2.md",
-        "--out-csv", res / "tables" / "table2.csv")
+    run("report", "--config", cfg, "--what", "table2", "--out-prefix", res / "tables" / "table2", *score_files)
     table = pd.read_csv(res / "tables" / "table2.csv")
-    assert sorted(zip(table["model"], table["method"])) == [(m, x) for m in ("llama", "t5") for x in ("dro", "kto", "rpo", "sft")]
+    rouge = table[table["metric"] == "rouge_l"]
+    assert sorted(zip(rouge["model"], rouge["row"])) == [(m, x) for m in ("llama", "t5") for x in ("dro", "kto", "rpo", "sft")]
     assert "| llama | RPO |" in (res / "tables" / "table2.md").read_text()
+    sidecar = json.loads((res / "tables" / "table2.runs.json").read_text())
+    assert len(sidecar["mlflow_run_ids"]) == 8 and len(sidecar["inputs"]) == 8
+    run("report", "--config", cfg, "--what", "mlflow_run", "--out-prefix", res / "report_run.json",
+        *(res / "tables" / f"table2.{ext}" for ext in ("md", "csv", "tex", "runs.json")))
 
     runs = mlflow_runs(workdir / "results" / "mlflow.db")
     by_rule = {}
