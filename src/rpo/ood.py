@@ -26,17 +26,11 @@ def _records(spec: dict, key: str) -> list[dict]:
             import pandas as pd
 
             return pd.read_parquet(path).to_dict("records")
-        text = path.read_text()
         if path.suffix == ".json":
-            return json.loads(text)
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {number} is not valid JSON: {exc}") from exc
-        return records
+            return json.loads(path.read_text())
+        from rpo.score import read_jsonl
+
+        return read_jsonl(path)
     import datasets
 
     return list(datasets.load_dataset(source, spec["subset"], split=spec["split"]))

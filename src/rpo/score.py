@@ -10,12 +10,17 @@ from rpo import metrics, resources, tracking
 
 
 def read_jsonl(path) -> list[dict]:
+    """One record per non-blank line; a bad line is a DataError naming the file and line."""
+    from rpo.errors import DataError
+
     rows = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number} is not valid JSON: {exc}") from exc
+            raise DataError(f"{path}: line {number} is not valid JSON: {exc}") from exc
     return rows
 
 
