@@ -56,6 +56,7 @@ def run_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RPO_WARM", None)  # tests that want the warm-start server ask for it
     return env
 
 

@@ -2,6 +2,7 @@
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -34,12 +35,16 @@ def _cmd(root, cfg_path, model, out):
             "--model-dir", str(root / model), "--eval", str(root / "eval.parquet"), "--out", str(out)]
 
 
-@pytest.mark.parametrize("model", ["llama", "t5"])
-def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_path, model):
+@pytest.mark.parametrize("model,warm", [("llama", False), ("t5", False), ("llama", True), ("t5", True)])
+def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_path, model, warm):
+    """warm: the killed and the resumed runs go through the warm-start server, the uninterrupted one does not."""
     root, cfg_path = setup
     env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
     straight = tmp_path / "straight.jsonl"
     subprocess.run(_cmd(root, cfg_path, model, straight), env=env, check=True, capture_output=True)
+    if warm and sys.platform.startswith("linux"):
+        (tmp_path / "run").mkdir()
+        env |= {"RPO_WARM": "1", "RPO_WARM_IDLE": "5", "XDG_RUNTIME_DIR": str(tmp_path / "run")}
 
     out = tmp_path / "killed.jsonl"
     partial = tmp_path / "killed.jsonl.partial"
@@ -50,8 +55,11 @@ def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_pa
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not out.exists(), "the run finished before it could be killed"
+    time.sleep(1.5)  # a step that outlived its (warm) client would still be writing
     kept = len(partial.read_text().splitlines())
+    time.sleep(1.5)
+    assert not out.exists(), "the run finished before it could be killed"
+    assert len(partial.read_text().splitlines()) == kept, "the killed run is still writing"
     assert 9 <= kept < 160
     with open(partial, "a") as sink:  # a line cut in half by the kill
         sink.write('{"prompt_id": 99, "gener')

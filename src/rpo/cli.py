@@ -240,7 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, warm: bool = True) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if warm:
+        from rpo import warm as warm_start
+
+        if warm_start.enabled() and (code := warm_start.run_via_server(argv)) is not None:
+            return code
     args = build_parser().parse_args(argv)
     from rpo.errors import ConfigError, DataError, VersioningError
     from rpo.judges import JudgeError

@@ -1,0 +1,249 @@
+"""Warm start for local runs: a fork server that pays the torch/transformers/MLflow imports once.
+
+A pipeline job is a short `rpo <step>` process, and on a laptop most of a small job's time is importing torch,
+transformers and MLflow (about 4 s on 2 cores). With RPO_WARM=1 (Linux only), `rpo` becomes a thin client: it
+hands its arguments, working directory, environment and its stdin/stdout/stderr file descriptors to a server
+that has those libraries imported, and the server forks a child that runs the step exactly as `rpo` would,
+writing straight to the client's streams. The pattern is Python's multiprocessing "forkserver".
+
+- One server per (python, package source, import-time environment): editing the package or changing
+  HF_*/TRANSFORMERS_*/MLFLOW_*/TORCH* variables starts a new one, so no stale code ever runs.
+- The server imports but never runs torch, opens no MLflow store and starts no threads of its own, so
+  forking it is safe; each child sets torch's thread count from OMP_NUM_THREADS as a fresh process would.
+- If the client dies (Snakemake cancels the job), its socket closes and the child exits.
+- The server exits after RPO_WARM_IDLE seconds (default 120) with no job; its socket lives in a 0700 folder.
+- Any failure to reach or start a server falls back to running the step in this process.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRELOAD = ["numpy", "pandas", "pyarrow.parquet", "yaml", "jsonschema", "tqdm", "torch", "transformers",
+           "transformers.models.llama.modeling_llama", "transformers.models.t5.modeling_t5", "safetensors.torch",
+           "mlflow", "mlflow.tracking", "mlflow.entities", "mlflow.store.tracking.sqlalchemy_store",
+           "rouge_score.rouge_scorer", "bert_score", "rpo.cli", "rpo.config", "rpo.data", "rpo.modeling",
+           "rpo.objectives", "rpo.train", "rpo.generate", "rpo.score", "rpo.metrics", "rpo.judges", "rpo.reference",
+           "rpo.tracking", "rpo.report"]
+# Read by libraries when they are imported, so a server started under other values would not behave the same.
+KEY_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "MLFLOW_", "TORCH", "PYTORCH_", "CUDA_",
+                "PYTHON", "LD_", "KMP_")
+START_TIMEOUT_S = 120
+_CODE = struct.Struct("!i")
+_STARTED = b"+"
+
+
+def enabled() -> bool:
+    """Asked for, on Linux, and not inside a SLURM job (one step per job there: nothing to share)."""
+    return (os.environ.get("RPO_WARM") == "1" and sys.platform.startswith("linux") and hasattr(socket, "send_fds")
+            and "SLURM_JOB_ID" not in os.environ)
+
+
+def server_key(env=None) -> str:
+    """What the server's imports depend on: the interpreter, every source file of the package, the environment."""
+    env = os.environ if env is None else env
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(sys.executable.encode())
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".yaml", ".json"):
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for name in sorted(env):
+        if name.startswith(KEY_PREFIXES):
+            digest.update(f"{name}={env[name]}".encode())
+    return digest.hexdigest()[:20]
+
+
+def socket_dir() -> Path:
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+    folder = base / f"rpo-warm-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} must be owned by you and private (mode 0700)")
+    return folder
+
+
+def socket_path(key: str | None = None) -> Path:
+    return socket_dir() / f"{key or server_key()}.sock"
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("client went away")
+        data += chunk
+    return data
+
+
+# ---- client -------------------------------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+        return conn
+    except OSError:
+        conn.close()
+        return None
+
+
+def _start_server(path: Path) -> socket.socket | None:
+    """Start a server for `path` (under a lock, so racing clients start one) and wait until it answers."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if conn := _connect(path):
+            return conn
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a server that was killed
+        with open(path.with_suffix(".log"), "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "rpo.warm", str(path)], stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log, start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if conn := _connect(path):
+                return conn
+            time.sleep(0.05)
+    return None
+
+
+def run_via_server(argv: list[str]) -> int | None:
+    """Run `rpo argv` in a forked child of the warm server; None when no server could be used."""
+    try:
+        path = socket_path()
+        conn = _connect(path) or _start_server(path)
+    except OSError as exc:
+        print(f"rpo: warm start unavailable ({exc}); running directly", file=sys.stderr)
+        return None
+    if conn is None:
+        print(f"rpo: warm server did not start (see {path.with_suffix('.log')}); running directly", file=sys.stderr)
+        return None
+    with conn:
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            socket.send_fds(conn, [_CODE.pack(len(request)) + request], [0, 1, 2])
+            started = conn.recv(1) == _STARTED
+        except OSError:
+            started = False
+        if not started:  # a server shutting down as we connected: nothing has run yet
+            return None
+        try:
+            return _CODE.unpack(_recv_exact(conn, _CODE.size))[0]
+        except ConnectionError:
+            print("rpo: the warm child died without an exit code", file=sys.stderr)
+            return 1
+
+
+# ---- server -------------------------------------------------------------------------------------------------
+
+
+def _child(conn: socket.socket) -> None:
+    """In the forked child: become the client's `rpo` process, run the step, send the exit code."""
+    import threading
+
+    header, fds, _, _ = socket.recv_fds(conn, _CODE.size, 3)
+    request = json.loads(_recv_exact(conn, _CODE.unpack(header)[0]))
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = ["rpo", *request["argv"]]
+    conn.sendall(_STARTED)
+
+    def exit_when_client_leaves():  # the client only closes after reading the code, or when it was killed
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+        os._exit(143)
+
+    threading.Thread(target=exit_when_client_leaves, daemon=True).start()
+    import numpy as np
+    import torch
+
+    np.random.seed()  # a fresh process's global numpy state is random; torch's default seed is fixed anyway
+    if threads := os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, int(threads)))
+    from rpo import cli
+
+    try:
+        code = cli.main(request["argv"], warm=False)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - report like an uncaught exception in a normal process
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        conn.sendall(_CODE.pack(code))
+    os._exit(code)
+
+
+def serve(path: Path, idle_s: float) -> None:
+    import importlib
+    import select
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - an optional module missing only costs its import later
+            print(f"preload {name}: {exc}", file=sys.stderr)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    inode = path.stat().st_ino
+    print(f"{time.ctime()}: serving {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    children, last_active = set(), time.monotonic()
+
+    def fork_child():
+        conn, _ = listener.accept()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            try:
+                _child(conn)
+            finally:
+                os._exit(1)
+        conn.close()
+        children.add(pid)
+
+    while children or time.monotonic() - last_active < idle_s:
+        if select.select([listener], [], [], 0.5)[0]:
+            fork_child()
+        for pid in list(children):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                children.discard(pid)
+                last_active = time.monotonic()
+    # Idle: stop taking new clients (they start another server), then serve the ones already queued.
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_ino == inode:
+            path.unlink()
+    while select.select([listener], [], [], 0)[0]:
+        fork_child()
+    listener.close()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), float(os.environ.get("RPO_WARM_IDLE", "120")))

@@ -1,0 +1,154 @@
+"""Warm start (RPO_WARM=1): `rpo` steps run in forked children of a server that imported torch, transformers and
+MLflow once, with the client's arguments, directory, environment, streams and exit code."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, REPO, run_env
+
+from rpo import warm
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm start is Linux-only")
+
+
+@pytest.fixture
+def warm_env(tmp_path):
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    return {**run_env(), "RPO_WARM": "1", "RPO_WARM_IDLE": "30", "XDG_RUNTIME_DIR": str(runtime)}
+
+
+def rpo(*args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "rpo"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False, **kwargs)
+
+
+def server_pid(env) -> int:
+    logs = list((Path(env["XDG_RUNTIME_DIR"]) / f"rpo-warm-{os.getuid()}").glob("*.log"))
+    assert len(logs) == 1, logs
+    return int(re.findall(r"\(pid (\d+)\)", logs[0].read_text())[-1])
+
+
+def alive(pids) -> list[int]:
+    """The processes among `pids` that exist and have not exited (zombies waiting to be reaped have)."""
+    found = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(pid))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def children(pid: int) -> list[int]:
+    return alive(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+
+
+def test_a_step_run_warm_matches_it_run_directly(warm_env, tmp_path):
+    direct_env = {k: v for k, v in warm_env.items() if k != "RPO_WARM"}
+    tiny = (REPO / "config" / "tiny.yaml").read_text()
+    results = {}
+    for name, env in (("direct", direct_env), ("warm", warm_env), ("warm again", warm_env)):
+        out = tmp_path / name / "resolved.yaml"
+        # stdin, a relative output path (the client's directory) and stdout all reach the child
+        (tmp_path / name).mkdir()
+        done = rpo("config", "--config", "/dev/stdin", "--out", "resolved.yaml", env=env, cwd=tmp_path / name,
+                   input=tiny)
+        assert done.returncode == 0, done.stderr
+        results[name] = (done.stdout, yaml.safe_load(out.read_text()))
+    assert results["warm"] == results["direct"] == results["warm again"]
+    assert "config 'tiny' is valid" in results["warm"][0]
+    pid = server_pid(warm_env)
+    try:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("name: x\nmethods: [rpo]\nmodels: {m: {arch: causal, source: tiny}}\ntrain: {epochs: -1}\n")
+        failed = rpo("config", "--config", str(bad), env=warm_env, cwd=tmp_path)
+        assert failed.returncode == 2 and "train.epochs" in failed.stderr
+        unknown = rpo("no-such-step", env=warm_env, cwd=tmp_path)
+        assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+        crashed = rpo("config", "--config", str(tmp_path / "missing.yaml"), env=warm_env, cwd=tmp_path)
+        assert crashed.returncode == 1 and "FileNotFoundError" in crashed.stderr
+    finally:
+        stop(pid)
+
+
+def test_killing_the_client_stops_its_step(warm_env, tmp_path):
+    assert rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=warm_env, cwd=tmp_path).returncode == 0
+    pid = server_pid(warm_env)
+    try:
+        # Reading a config from a stdin that stays open blocks the step until its client goes away.
+        client = subprocess.Popen([str(BIN / "rpo"), "config", "--config", "/dev/stdin"], env=warm_env, cwd=tmp_path,
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline and not children(pid):
+            time.sleep(0.05)
+        (step,) = children(pid)
+        assert Path(f"/proc/{step}/cwd").resolve() == tmp_path.resolve()
+        client.kill()
+        client.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and step in children(pid):
+            time.sleep(0.05)
+        assert step not in children(pid), "the step outlived its client"
+        client.stdin.close()
+    finally:
+        stop(pid)
+
+
+def test_an_idle_server_exits_and_the_next_client_starts_another(warm_env, tmp_path):
+    env = {**warm_env, "RPO_WARM_IDLE": "1"}
+    assert rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path).returncode == 0
+    pid = server_pid(env)
+    deadline = time.time() + 20
+    while time.time() < deadline and pid in alive([pid]):
+        time.sleep(0.1)
+    assert not list((Path(env["XDG_RUNTIME_DIR"]) / f"rpo-warm-{os.getuid()}").glob("*.sock"))
+    assert rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path).returncode == 0
+    assert server_pid(env) != pid
+
+
+def test_the_server_key_follows_the_source_and_import_time_environment(tmp_path, monkeypatch):
+    base = {"PATH": "/bin", "HF_HOME": "/a", "OMP_NUM_THREADS": "1"}
+    key = warm.server_key(base)
+    # set per job by Snakemake, applied in each child
+    assert warm.server_key({**base, "OMP_NUM_THREADS": "4", "SNAKEMAKE_X": "y"}) == key
+    assert warm.server_key({**base, "HF_HOME": "/b"}) != key
+    assert warm.server_key({**base, "MLFLOW_TRACKING_URI": "http://x"}) != key
+    package = tmp_path / "rpo"
+    package.mkdir()
+    (package / "warm.py").write_text("x = 1\n")
+    (package / "train.py").write_text("x = 1\n")
+    monkeypatch.setattr(warm, "__file__", str(package / "warm.py"))
+    before = warm.server_key(base)
+    os.utime(package / "train.py", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert warm.server_key(base) != before
+
+
+def test_a_private_socket_folder_is_required(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = tmp_path / f"rpo-warm-{os.getuid()}"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with pytest.raises(PermissionError, match="0700"):
+        warm.socket_dir()
+
+
+def test_it_is_used_only_when_asked_for_and_never_inside_a_slurm_job(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("RPO_WARM", raising=False)
+    assert not warm.enabled()
+    monkeypatch.setenv("RPO_WARM", "1")
+    assert warm.enabled()
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert not warm.enabled()
