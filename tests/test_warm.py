@@ -25,7 +25,7 @@ def warm_env(tmp_path):
 
 
 def rpo(*args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "rpo"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+    return subprocess.run([str(BIN / "rpo"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
                           check=False, **kwargs)
 
 
@@ -81,6 +81,17 @@ def test_a_step_run_warm_matches_it_run_directly(warm_env, tmp_path):
         assert crashed.returncode == 1 and "FileNotFoundError" in crashed.stderr
     finally:
         stop(pid)
+
+
+def test_environment_defaults_set_at_import_reach_the_step(warm_env, tmp_path):
+    """rpo.tracking caps MLflow's HTTP retries when imported; the server imported it under its own environment, so
+    without putting that default back an unreachable store would cost each warm step minutes of retries."""
+    env = {**warm_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    env.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+    for _ in range(2):  # the first run starts the server
+        done = rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), "--create-store", env=env, cwd=tmp_path)
+        assert done.returncode == 0 and "MLflow unreachable" in done.stderr, done.stderr
+    stop(server_pid(env))
 
 
 def test_killing_the_client_stops_its_step(warm_env, tmp_path):

@@ -152,7 +152,7 @@ def run_via_server(argv: list[str]) -> int | None:
 # ---- server -------------------------------------------------------------------------------------------------
 
 
-def _child(conn: socket.socket) -> None:
+def _child(conn: socket.socket, set_at_import: dict) -> None:
     """In the forked child: become the client's `rpo` process, run the step, send the exit code."""
     import threading
 
@@ -164,6 +164,8 @@ def _child(conn: socket.socket) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    for name, value in set_at_import.items():  # what the preloaded modules would have set in a fresh process
+        os.environ.setdefault(name, value)
     sys.argv = ["rpo", *request["argv"]]
     conn.sendall(_STARTED)
 
@@ -203,11 +205,15 @@ def serve(path: Path, idle_s: float) -> None:
     import importlib
     import select
 
+    before = dict(os.environ)
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - an optional module missing only costs its import later
             print(f"preload {name}: {exc}", file=sys.stderr)
+    # Modules may set defaults in os.environ when imported (rpo.tracking caps MLflow's HTTP retries); each child
+    # takes the client's environment, so these are put back unless the client set them itself.
+    set_at_import = {k: v for k, v in os.environ.items() if before.get(k) != v}
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
@@ -223,7 +229,7 @@ def serve(path: Path, idle_s: float) -> None:
         if pid == 0:
             listener.close()
             try:
-                _child(conn)
+                _child(conn, set_at_import)
             finally:
                 os._exit(1)
         conn.close()
