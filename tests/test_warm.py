@@ -19,9 +19,15 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wa
 
 @pytest.fixture
 def warm_env(tmp_path):
+    """An environment with its own socket folder; every server started under it is stopped afterwards, so none
+    is still importing torch while later (timed) tests run."""
     runtime = tmp_path / "run"
     runtime.mkdir()
-    return {**run_env(), "RPO_WARM": "1", "RPO_WARM_IDLE": "30", "XDG_RUNTIME_DIR": str(runtime)}
+    yield {**run_env(), "RPO_WARM": "1", "RPO_WARM_IDLE": "30", "XDG_RUNTIME_DIR": str(runtime)}
+    for log in runtime.glob("rpo-warm-*/*.log"):
+        for pid in map(int, re.findall(r"\(pid (\d+)\)", log.read_text())):
+            if alive([pid]):
+                stop(pid)
 
 
 def rpo(*args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
