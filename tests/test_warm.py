@@ -169,3 +169,11 @@ def test_it_is_used_only_when_asked_for_and_never_inside_a_slurm_job(monkeypatch
     assert warm.enabled()
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     assert not warm.enabled()
+
+
+def test_a_server_that_cannot_start_leaves_the_step_to_run_directly(warm_env, tmp_path):
+    env = {**warm_env, "RPO_WARM_IDLE": "not-a-number"}  # the server exits at once
+    start = time.monotonic()
+    done = rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path)
+    assert done.returncode == 0 and "config 'tiny' is valid" in done.stdout
+    assert "running directly" in done.stderr and time.monotonic() - start < 60

@@ -36,6 +36,9 @@ PRELOAD = ["numpy", "pandas", "pyarrow.parquet", "yaml", "jsonschema", "tqdm", "
 # Read by libraries when they are imported, so a server started under other values would not behave the same.
 KEY_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "MLFLOW_", "TORCH", "PYTORCH_", "CUDA_",
                 "PYTHON", "LD_", "KMP_")
+# Set per job by Snakemake (the job's threads); applied in each child rather than fixed at the server's start.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 START_TIMEOUT_S = 120
 _CODE = struct.Struct("!i")
 _STARTED = b"+"
@@ -109,11 +112,13 @@ def _start_server(path: Path) -> socket.socket | None:
             return conn
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a server that was killed
+        # The server imports torch without this job's thread limits: each child applies its own job's.
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
         with open(path.with_suffix(".log"), "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "rpo.warm", str(path)], stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=log, start_new_session=True, close_fds=True)
+            server = subprocess.Popen([sys.executable, "-m", "rpo.warm", str(path)], stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and server.poll() is None:
             if conn := _connect(path):
                 return conn
             time.sleep(0.05)
