@@ -75,8 +75,8 @@ def socket_dir() -> Path:
     return folder
 
 
-def socket_path(key: str | None = None) -> Path:
-    return socket_dir() / f"{key or server_key()}.sock"
+def socket_path() -> Path:
+    return socket_dir() / f"{server_key()}.sock"
 
 
 def _recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -190,10 +190,12 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
 
     try:
         code = cli.main(request["argv"], warm=False)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if not isinstance(exc.code, (int, type(None))):
+    except SystemExit as exc:  # as the interpreter treats it: None is 0, a message is printed and exits 1
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
             print(exc.code, file=sys.stderr)
+            code = 1
     except BaseException:  # noqa: BLE001 - report like an uncaught exception in a normal process
         import traceback
 
