@@ -14,12 +14,14 @@ if not config:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         report_files(),
         f"{RESULTS}/report_run.json",
@@ -27,4 +29,3 @@ rule all:
         ood_paths("ood_scores.json"),
         judge_paths(),
         [f"{DATA}.dvc"] if CFG["data"]["dvc"] else [],
-    default_target: True

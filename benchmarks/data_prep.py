@@ -1,7 +1,8 @@
 """Data preparation at UltraFeedback scale: 64k prompts x 4 responses, end to end, V_hat for every prompt included.
 
-    python benchmarks/data_prep.py [--prompts 64000]     # target: under 60 s on 2 CPU cores
+python benchmarks/data_prep.py [--prompts 64000]     # target: under 60 s on 2 CPU cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rpo import config, data, objectives
+from rpo import config
+from rpo.data import prepare, variants
+from rpo.train import objectives
 
 
 def write_input(path: Path, n_prompts: int) -> None:
@@ -23,9 +26,15 @@ def write_input(path: Path, n_prompts: int) -> None:
     with open(path, "w") as handle:
         for i in range(n_prompts):
             prompt = f"Instruction {i}: " + " ".join(rng.choices(words, k=40))
-            completions = [{"model": f"m{j}", "response": " ".join(rng.choices(words, k=150)),
-                            "overall_score": float(rng.randint(1, 10)), "fine-grained_score": rng.uniform(1, 5)}
-                           for j in range(4)]
+            completions = [
+                {
+                    "model": f"m{j}",
+                    "response": " ".join(rng.choices(words, k=150)),
+                    "overall_score": float(rng.randint(1, 10)),
+                    "fine-grained_score": rng.uniform(1, 5),
+                }
+                for j in range(4)
+            ]
             handle.write(json.dumps({"source": "bench", "instruction": prompt, "completions": completions}) + "\n")
 
 
@@ -36,23 +45,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "ultrafeedback.jsonl"
         write_input(raw, args.prompts)
-        cfg = config.resolve({"name": "bench", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}},
-                              "data": {"source": "jsonl", "path": str(raw), "layout": "ultrafeedback",
-                                       "n_eval_prompts": 10_000, "dvc": False}})
+        cfg = config.resolve(
+            {
+                "name": "bench",
+                "methods": ["rpo"],
+                "models": {"m": {"arch": "causal", "source": "tiny"}},
+                "data": {
+                    "source": "jsonl",
+                    "path": str(raw),
+                    "layout": "ultrafeedback",
+                    "n_eval_prompts": 10_000,
+                    "dvc": False,
+                },
+            }
+        )
         start = time.perf_counter()
-        manifest = data.prepare(cfg, Path(tmp) / "prepared")
+        manifest = prepare.prepare(cfg, Path(tmp) / "prepared")
         prepared = time.perf_counter()
         train = pd.read_parquet(Path(tmp) / "prepared" / "train.parquet")
         table = objectives.rpo_prepare(train, cfg)
         done = time.perf_counter()
-        data.density_variant(train, 0.5, seed=0)
+        variants.density_variant(train, 0.5, seed=0)
         density = time.perf_counter()
-        data.noise_variant(train, 0.5, seed=0)
+        variants.noise_variant(train, 0.5, seed=0)
         noise = time.perf_counter()
         size_mb = raw.stat().st_size / 2**20
     print(f"input: {args.prompts:,} prompts x 4 completions, {size_mb:.0f} MB JSONL (UltraFeedback layout)")
-    print(f"prepared: {manifest['rows']['train']:,} training rows over {manifest['prompts']['train']:,} prompts, "
-          f"{manifest['rows']['eval']:,} held-out prompts, {manifest['rejected']['total']} rejected")
+    print(
+        f"prepared: {manifest['rows']['train']:,} training rows over {manifest['prompts']['train']:,} prompts, "
+        f"{manifest['rows']['eval']:,} held-out prompts, {manifest['rejected']['total']} rejected"
+    )
     print(f"prepare (read, check, split, standardise, write, md5): {prepared - start:.1f} s")
     print(f"V_hat for all {table['prompt_id'].nunique():,} prompts: {done - prepared:.1f} s")
     print(f"total: {done - start:.1f} s (target < 60 s)")

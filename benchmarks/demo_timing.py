@@ -3,6 +3,7 @@ run's log (.snakemake/log/*.snakemake.log or the captured output).
 
     python benchmarks/demo_timing.py .snakemake/log/<latest>.snakemake.log
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,10 @@ def main(path: str) -> None:
     print("| rule | jobs | summed (s) | mean (s) | share of job time |")
     print("|---|---|---|---|---|")
     for rule, times in sorted(spans.items(), key=lambda kv: -sum(kv[1])):
-        print(f"| {rule} | {len(times)} | {sum(times):.0f} | {sum(times) / len(times):.1f} | "
-              f"{100 * sum(times) / total:.0f}% |")
+        print(
+            f"| {rule} | {len(times)} | {sum(times):.0f} | {sum(times) / len(times):.1f} | "
+            f"{100 * sum(times) / total:.0f}% |"
+        )
 
 
 if __name__ == "__main__":

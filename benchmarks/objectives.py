@@ -3,13 +3,17 @@ per-sequence log-probs against one forward + backward of the tiny Llama-style mo
 
     python benchmarks/objectives.py            # prints a table; target: every objective < 1% of fwd+bwd
 """
+
 from __future__ import annotations
 
 import time
 
 import torch
 
-from rpo import config, modeling, objectives, synthetic
+from rpo import config
+from rpo.data import synthetic
+from rpo.models import batching, build, logprobs
+from rpo.train import objectives
 
 BATCH, REPEATS = 64, 20
 
@@ -29,29 +33,37 @@ def main() -> None:
     spec = cfg["models"]["llama-tiny"]
     rows = synthetic.dataset(BATCH, 1, seed=0)
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
-    tokenizer = modeling.build_tokenizer(prompts + responses, spec["tiny"]["vocab_size"])
-    model = modeling.build_tiny_model("causal", tokenizer, spec["tiny"])
-    batch = modeling.encode(tokenizer, "causal", prompts, responses, 512, 512)
+    tokenizer = build.build_tokenizer(prompts + responses, spec["tiny"]["vocab_size"])
+    model = build.build_tiny_model("causal", tokenizer, spec["tiny"])
+    batch = batching.encode(tokenizer, "causal", prompts, responses, 512, 512)
 
     def model_step():
         model.zero_grad(set_to_none=True)
-        modeling.sequence_logprobs(model, batch)[0].sum().backward()
+        logprobs.sequence_logprobs(model, batch)[0].sum().backward()
 
     model_time = best_time(model_step)
 
     gen = torch.Generator().manual_seed(0)
     policy = (-30 + torch.randn(BATCH, generator=gen)).requires_grad_()
     value = torch.zeros(BATCH, requires_grad=True)
-    inputs = {"ref_logp": -30 + torch.randn(BATCH, generator=gen), "reward": torch.randn(BATCH, generator=gen),
-              "v_hat": torch.randn(BATCH, generator=gen), "desirable": (torch.rand(BATCH, generator=gen) > 0.5).float(),
-              "policy_kl_logp": -31 + torch.randn(BATCH, generator=gen), "ref_kl_logp": -31 + torch.randn(BATCH, generator=gen),
-              "n_tokens": torch.full((BATCH,), 20.0)}
+    inputs = {
+        "ref_logp": -30 + torch.randn(BATCH, generator=gen),
+        "reward": torch.randn(BATCH, generator=gen),
+        "v_hat": torch.randn(BATCH, generator=gen),
+        "desirable": (torch.rand(BATCH, generator=gen) > 0.5).float(),
+        "policy_kl_logp": -31 + torch.randn(BATCH, generator=gen),
+        "ref_kl_logp": -31 + torch.randn(BATCH, generator=gen),
+        "n_tokens": torch.full((BATCH,), 20.0),
+    }
 
-    print(f"tiny Llama-style model ({sum(p.numel() for p in model.parameters()):,} parameters), batch {BATCH}, "
-          f"{batch.input_ids.shape[1]} tokens: forward+backward {model_time * 1e3:.2f} ms (best of {REPEATS})\n")
+    print(
+        f"tiny Llama-style model ({sum(p.numel() for p in model.parameters()):,} parameters), batch {BATCH}, "
+        f"{batch.input_ids.shape[1]} tokens: forward+backward {model_time * 1e3:.2f} ms (best of {REPEATS})\n"
+    )
     print("| objective | loss+backward (ms) | share of forward+backward |\n|---|---|---|")
     for name, objective in objectives.REGISTRY.items():
-        def loss_step():
+
+        def loss_step(objective=objective):
             policy.grad = value.grad = None
             loss, _ = objective.loss({**inputs, "policy_logp": policy, "token_logp_sum": policy, "value": value}, cfg)
             loss.backward()

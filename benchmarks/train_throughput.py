@@ -8,6 +8,7 @@ reference and with precompute_ref_log_probs=True. Same model, same data, same ba
 
 CPU targets: RPO step time within 5% of SFT's; RPO samples/s at least 2x TRL KTOTrainer's default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,43 +21,89 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rpo import config, data, modeling, reference, train
+from rpo import config
+from rpo.data import prepare
+from rpo.models import build as models_build
+from rpo.reference import init
+from rpo.reference import logprobs as ref_logprobs
+from rpo.train import loop
 
 
 def build(tmp: Path, args) -> tuple[dict, Path]:
     n_prompts = args.steps * args.batch // 4 + 8
-    cfg = config.resolve({
-        "name": "bench", "methods": ["sft", "rpo", "dro", "kto"],
-        "models": {"llama": {"arch": "causal", "source": "tiny",
-                             "tiny": {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
-                                      "intermediate_size": args.mlp or 4 * args.hidden, "vocab_size": args.vocab}}},
-        "data": {"synthetic": {"n_prompts": n_prompts, "responses_per_prompt": 4}, "n_eval_prompts": 4,
-                 "eval_fallback": "best", "dvc": False},
-        "train": {"batch_size": args.batch, "epochs": 1, "lr": 1e-5, "warmup_steps": 0, "max_prompt_len": 128,
-                  "max_response_len": 256, "log_every": 10_000, "checkpoint_every": 0, "kl_every": 0,
-                  "logprob_chunk_size": args.chunk},
-        "objective": {"beta": 0.1},
-    })
-    data.prepare(cfg, tmp / "data")
-    reference.init_model(cfg, "llama", tmp / "data" / "train.parquet", tmp / "ref")
+    cfg = config.resolve(
+        {
+            "name": "bench",
+            "methods": ["sft", "rpo", "dro", "kto"],
+            "models": {
+                "llama": {
+                    "arch": "causal",
+                    "source": "tiny",
+                    "tiny": {
+                        "hidden_size": args.hidden,
+                        "num_layers": args.layers,
+                        "num_heads": args.heads,
+                        "intermediate_size": args.mlp or 4 * args.hidden,
+                        "vocab_size": args.vocab,
+                    },
+                }
+            },
+            "data": {
+                "synthetic": {"n_prompts": n_prompts, "responses_per_prompt": 4},
+                "n_eval_prompts": 4,
+                "eval_fallback": "best",
+                "dvc": False,
+            },
+            "train": {
+                "batch_size": args.batch,
+                "epochs": 1,
+                "lr": 1e-5,
+                "warmup_steps": 0,
+                "max_prompt_len": 128,
+                "max_response_len": 256,
+                "log_every": 10_000,
+                "checkpoint_every": 0,
+                "kl_every": 0,
+                "logprob_chunk_size": args.chunk,
+            },
+            "objective": {"beta": 0.1},
+        }
+    )
+    prepare.prepare(cfg, tmp / "data")
+    init.init_model(cfg, "llama", tmp / "data" / "train.parquet", tmp / "ref")
     return cfg, tmp / "data" / "train.parquet"
 
 
 def reference_cache(cfg, tmp: Path, train_path: Path, args) -> dict:
     start = time.perf_counter()
-    reference.compute_ref_logprobs(cfg, "llama", tmp / "ref", train_path, tmp / "ref.parquet")
-    return {"trainer": "rpo-pipeline reference cache (once per model and dataset)", "steps": None,
-            "samples_per_s": pd.read_parquet(train_path).shape[0] / (time.perf_counter() - start), "tokens_per_s": None,
-            "peak_memory_mb": train.peak_memory_mb(), "step_ms": None}
+    ref_logprobs.compute_ref_logprobs(cfg, "llama", tmp / "ref", train_path, tmp / "ref.parquet")
+    return {
+        "trainer": "rpo-pipeline reference cache (once per model and dataset)",
+        "steps": None,
+        "samples_per_s": pd.read_parquet(train_path).shape[0] / (time.perf_counter() - start),
+        "tokens_per_s": None,
+        "peak_memory_mb": loop.peak_memory_mb(),
+        "step_ms": None,
+    }
 
 
 def ours(cfg, tmp: Path, train_path: Path, method: str) -> dict:
-    summary = train.train(cfg, {"model": "llama", "method": method, "ablation": "default", "seed": 0}, tmp / "ref",
-                          train_path, tmp / "ref.parquet", tmp / f"run-{method}")
-    return {"trainer": f"rpo-pipeline {method.upper()}" + (" (cached reference)" if method != "sft" else ""),
-            "steps": summary["steps"], "samples_per_s": summary["samples_per_s"],
-            "tokens_per_s": summary["tokens_per_s"], "peak_memory_mb": summary["peak_memory_mb"],
-            "step_ms": 1000 * summary["wall_time_s"] / summary["steps"]}
+    summary = loop.train(
+        cfg,
+        {"model": "llama", "method": method, "ablation": "default", "seed": 0},
+        tmp / "ref",
+        train_path,
+        tmp / "ref.parquet",
+        tmp / f"run-{method}",
+    )
+    return {
+        "trainer": f"rpo-pipeline {method.upper()}" + (" (cached reference)" if method != "sft" else ""),
+        "steps": summary["steps"],
+        "samples_per_s": summary["samples_per_s"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "peak_memory_mb": summary["peak_memory_mb"],
+        "step_ms": 1000 * summary["wall_time_s"] / summary["steps"],
+    }
 
 
 def trl_kto(cfg, tmp: Path, train_path: Path, args, precompute: bool) -> dict:
@@ -64,21 +111,42 @@ def trl_kto(cfg, tmp: Path, train_path: Path, args, precompute: bool) -> dict:
     from trl import KTOConfig, KTOTrainer
 
     table = pd.read_parquet(train_path)
-    dataset = Dataset.from_dict({"prompt": table["prompt"].tolist(), "completion": table["response"].tolist(),
-                                 "label": (table["reward"] >= 0).tolist()})
-    model, tokenizer = modeling.load(tmp / "ref", "causal")
-    ref_model, _ = modeling.load(tmp / "ref", "causal")
-    kto_args = KTOConfig(output_dir=str(tmp / f"trl-{precompute}"), per_device_train_batch_size=args.batch,
-                         max_steps=cfg["train"]["epochs"] * (len(table) // args.batch), learning_rate=1e-5,
-                         beta=0.1, max_length=cfg["train"]["max_prompt_len"] + cfg["train"]["max_response_len"], precompute_ref_log_probs=precompute, report_to=[],
-                         logging_steps=10_000, save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                         dataloader_num_workers=0, seed=0)
-    trainer = KTOTrainer(model=model, ref_model=ref_model, args=kto_args, train_dataset=dataset, processing_class=tokenizer)
+    dataset = Dataset.from_dict(
+        {
+            "prompt": table["prompt"].tolist(),
+            "completion": table["response"].tolist(),
+            "label": (table["reward"] >= 0).tolist(),
+        }
+    )
+    model, tokenizer = models_build.load(tmp / "ref", "causal")
+    ref_model, _ = models_build.load(tmp / "ref", "causal")
+    kto_args = KTOConfig(
+        output_dir=str(tmp / f"trl-{precompute}"),
+        per_device_train_batch_size=args.batch,
+        max_steps=cfg["train"]["epochs"] * (len(table) // args.batch),
+        learning_rate=1e-5,
+        beta=0.1,
+        max_length=cfg["train"]["max_prompt_len"] + cfg["train"]["max_response_len"],
+        precompute_ref_log_probs=precompute,
+        report_to=[],
+        logging_steps=10_000,
+        save_strategy="no",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    trainer = KTOTrainer(
+        model=model, ref_model=ref_model, args=kto_args, train_dataset=dataset, processing_class=tokenizer
+    )
     metrics = trainer.train().metrics
-    return {"trainer": f"trl.KTOTrainer ({'precompute_ref_log_probs=True' if precompute else 'live reference'})",
-            "steps": trainer.state.global_step, "samples_per_s": metrics["train_samples_per_second"],
-            "tokens_per_s": None, "peak_memory_mb": train.peak_memory_mb(),
-            "step_ms": 1000 * metrics["train_runtime"] / trainer.state.global_step}
+    return {
+        "trainer": f"trl.KTOTrainer ({'precompute_ref_log_probs=True' if precompute else 'live reference'})",
+        "steps": trainer.state.global_step,
+        "samples_per_s": metrics["train_samples_per_second"],
+        "tokens_per_s": None,
+        "peak_memory_mb": loop.peak_memory_mb(),
+        "step_ms": 1000 * metrics["train_runtime"] / trainer.state.global_step,
+    }
 
 
 TRAINERS = ["cache", "sft", "rpo", "dro", "kto", "trl-live", "trl-precompute"]
@@ -123,22 +191,34 @@ def main() -> None:
         (tmp / "cfg.json").write_text(json.dumps(cfg))
         for repeat in range(args.repeats):  # interleaved, so drift in machine load hits every trainer alike
             for name in TRAINERS:
-                out = subprocess.run([sys.executable, __file__, "--worker", name, "--tmp", str(tmp), "--batch",
-                                      str(args.batch)], capture_output=True, text=True, check=True)
-                rows.append(json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]))
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", name, "--tmp", str(tmp), "--batch", str(args.batch)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rows.append(
+                    json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+                )
                 print(f"{name} (run {repeat + 1}): {rows[-1]['samples_per_s']:.1f} samples/s", flush=True)
-    rows = [max((r for r in rows if r["trainer"] == name), key=lambda r: r["samples_per_s"])
-            for name in dict.fromkeys(r["trainer"] for r in rows)]
+    rows = [
+        max((r for r in rows if r["trainer"] == name), key=lambda r: r["samples_per_s"])
+        for name in dict.fromkeys(r["trainer"] for r in rows)
+    ]
     table = pd.DataFrame(rows)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"\n{device}, tiny Llama-style model (hidden {args.hidden}, {args.layers} layers), batch {args.batch}, "
-          f"best of {args.repeats} runs each\n")
+    print(
+        f"\n{device}, tiny Llama-style model (hidden {args.hidden}, {args.layers} layers), batch {args.batch}, "
+        f"best of {args.repeats} runs each\n"
+    )
     print(table.to_markdown(index=False, floatfmt=".1f"))
     by = {r["trainer"]: r for r in rows}
     rpo, sft = by["rpo-pipeline RPO (cached reference)"], by["rpo-pipeline SFT"]
     trl_live = by["trl.KTOTrainer (live reference)"]
     print(f"\nRPO step time / SFT step time: {rpo['step_ms'] / sft['step_ms']:.3f} (target <= 1.05)")
-    print(f"RPO samples/s / TRL KTOTrainer default samples/s: {rpo['samples_per_s'] / trl_live['samples_per_s']:.2f} (target >= 2)")
+    print(
+        f"RPO samples/s / TRL KTOTrainer default samples/s: {rpo['samples_per_s'] / trl_live['samples_per_s']:.2f} (target >= 2)"
+    )
     print(json.dumps(rows))
 
 

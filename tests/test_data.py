@@ -1,15 +1,18 @@
 """Data preparation on generated files in both layouts: counts, standardisation, held-out split,
 ablation variants, every bad-input case, the hub loader, and DVC versioning."""
+
 import json
 import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import BIN, run_env
-from rpo import config, data
+
+from rpo import config
 from rpo.cli import main
+from rpo.data import prepare, variants
 from rpo.errors import DataError
+from rpo.io import md5
 
 PROMPTS = [f"Prompt number {i}: write something." for i in range(12)]
 
@@ -27,9 +30,23 @@ def ultrafeedback_rows():
     out = []
     for prompt in PROMPTS:
         group = [r for r in triplet_rows() if r["instruction"] == prompt]
-        out.append({"source": "test", "instruction": prompt, "models": ["a", "b", "c", "d"], "completions": [
-            {"model": "m", "response": r["response"], "overall_score": float(r["reward"]),
-             "fine-grained_score": r["reward"] / 2, "annotations": {"helpfulness": {"Rating": "4"}}} for r in group]})
+        out.append(
+            {
+                "source": "test",
+                "instruction": prompt,
+                "models": ["a", "b", "c", "d"],
+                "completions": [
+                    {
+                        "model": "m",
+                        "response": r["response"],
+                        "overall_score": float(r["reward"]),
+                        "fine-grained_score": r["reward"] / 2,
+                        "annotations": {"helpfulness": {"Rating": "4"}},
+                    }
+                    for r in group
+                ],
+            }
+        )
     return out
 
 
@@ -43,8 +60,14 @@ def write(path, rows):
 
 def cfg_for(path, **data_cfg):
     source = {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix, "hub")
-    return config.resolve({"name": "d", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}},
-                           "data": {"source": source, "path": str(path), "n_eval_prompts": 3, "dvc": False, **data_cfg}})
+    return config.resolve(
+        {
+            "name": "d",
+            "methods": ["rpo"],
+            "models": {"m": {"arch": "causal", "source": "tiny"}},
+            "data": {"source": source, "path": str(path), "n_eval_prompts": 3, "dvc": False, **data_cfg},
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
@@ -52,12 +75,12 @@ def cfg_for(path, **data_cfg):
 def test_both_layouts_give_the_same_tables(tmp_path, suffix, layout):
     rows = triplet_rows() if layout == "triplets" else ultrafeedback_rows()
     path = write(tmp_path / f"in{suffix}", rows)
-    manifest = data.prepare(cfg_for(path, layout=layout, eval_min_reward=10), tmp_path / "out")
+    manifest = prepare.prepare(cfg_for(path, layout=layout, eval_min_reward=10), tmp_path / "out")
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
     evaluation = pd.read_parquet(tmp_path / "out" / "eval.parquet")
 
     assert manifest["rows"] == {"train": 36, "eval": 3} and manifest["prompts"] == {"train": 9, "eval": 3}
-    assert list(train.columns) == data.COLUMNS and (train["split"] == "train").all()
+    assert list(train.columns) == prepare.COLUMNS and (train["split"] == "train").all()
     # held out: prompts with a reward-10 completion (the even ones), with exactly that completion, never trained on
     assert (evaluation["reward_raw"] == 10).all() and evaluation["response"].str.startswith("answer 0").all()
     assert not set(evaluation["prompt_id"]) & set(train["prompt_id"])
@@ -67,23 +90,24 @@ def test_both_layouts_give_the_same_tables(tmp_path, suffix, layout):
     mean, std = train["reward_raw"].mean(), train["reward_raw"].std(ddof=0)
     assert evaluation["reward"].to_numpy() == pytest.approx(((evaluation["reward_raw"] - mean) / std).to_numpy())
     assert manifest["reward_raw"]["train_mean"] == pytest.approx(mean)
-    assert manifest["md5"]["outputs"]["train"] == data.md5(tmp_path / "out" / "train.parquet")
-    assert manifest["md5"]["inputs"] == {str(path): data.md5(path)}
-    assert train["prompt_id"].iloc[0] == data.prompt_id(train["prompt"].iloc[0])
+    assert manifest["md5"]["outputs"]["train"] == md5(tmp_path / "out" / "train.parquet")
+    assert manifest["md5"]["inputs"] == {str(path): md5(path)}
+    assert train["prompt_id"].iloc[0] == prepare.prompt_id(train["prompt"].iloc[0])
 
 
 def test_ultrafeedback_fine_grained_reward(tmp_path):
     path = write(tmp_path / "uf.jsonl", ultrafeedback_rows())
-    data.prepare(cfg_for(path, layout="ultrafeedback", reward_field="fine-grained_score", eval_min_reward=5),
-                 tmp_path / "out")
+    prepare.prepare(
+        cfg_for(path, layout="ultrafeedback", reward_field="fine-grained_score", eval_min_reward=5), tmp_path / "out"
+    )
     assert pd.read_parquet(tmp_path / "out" / "train.parquet")["reward_raw"].max() <= 5
 
 
 def test_held_out_fallback_when_prompts_lack_a_top_completion(tmp_path):
     path = write(tmp_path / "in.jsonl", triplet_rows())
     with pytest.raises(DataError, match="data.n_eval_prompts"):
-        data.prepare(cfg_for(path, n_eval_prompts=8, eval_min_reward=10), tmp_path / "a")
-    data.prepare(cfg_for(path, n_eval_prompts=8, eval_min_reward=10, eval_fallback="best"), tmp_path / "b")
+        prepare.prepare(cfg_for(path, n_eval_prompts=8, eval_min_reward=10), tmp_path / "a")
+    prepare.prepare(cfg_for(path, n_eval_prompts=8, eval_min_reward=10, eval_fallback="best"), tmp_path / "b")
     evaluation = pd.read_parquet(tmp_path / "b" / "eval.parquet")
     assert len(evaluation) == 8 and (evaluation["reward_raw"] == 10).sum() == 6
 
@@ -96,8 +120,10 @@ def test_hub_loader_through_datasets(tmp_path):
     rows = triplet_rows()
     write(folder / "train.jsonl", rows[:32])
     write(folder / "validation.jsonl", rows[32:])
-    manifest = data.prepare(cfg_for(folder, hub_split="train", hub_eval_split="validation", n_eval_prompts=2,
-                                    eval_min_reward=10), tmp_path / "out")
+    manifest = prepare.prepare(
+        cfg_for(folder, hub_split="train", hub_eval_split="validation", n_eval_prompts=2, eval_min_reward=10),
+        tmp_path / "out",
+    )
     evaluation = pd.read_parquet(tmp_path / "out" / "eval.parquet")
     assert manifest["rows"] == {"train": 32, "eval": 2}
     assert set(evaluation["prompt"]) <= {r["instruction"] for r in rows[32:]}
@@ -134,7 +160,7 @@ def test_bad_rows_error_names_file_row_and_field_and_lists_every_reject(tmp_path
     path, n_good = bad_file(tmp_path)
     cfg = cfg_for(path)
     with pytest.raises(DataError) as err:
-        data.prepare(cfg, tmp_path / "out")
+        prepare.prepare(cfg, tmp_path / "out")
     message = str(err.value)
     assert f"{path}: row {n_good} field 'reward': missing field 'reward'" in message
     assert f"{len(BAD) + 2} bad row(s)" in message
@@ -145,7 +171,7 @@ def test_bad_rows_error_names_file_row_and_field_and_lists_every_reject(tmp_path
 
 def test_bad_rows_drop_keeps_the_good_ones_and_accounts_for_every_drop(tmp_path):
     path, n_good = bad_file(tmp_path)
-    manifest = data.prepare(cfg_for(path, on_bad_rows="drop", max_chars=50_000), tmp_path / "out")
+    manifest = prepare.prepare(cfg_for(path, on_bad_rows="drop", max_chars=50_000), tmp_path / "out")
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     by_row = {r["row"]: r for r in rejects}
     for offset, (_, fieldname, reason) in enumerate(BAD):
@@ -161,47 +187,56 @@ def test_bad_rows_drop_keeps_the_good_ones_and_accounts_for_every_drop(tmp_path)
 def test_cli_reports_bad_data_with_exit_code_2(tmp_path, capsys):
     path, n_good = bad_file(tmp_path)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps({"name": "d", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}},
-                               "data": {"source": "jsonl", "path": str(path), "n_eval_prompts": 2, "dvc": False}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": "d",
+                "methods": ["rpo"],
+                "models": {"m": {"arch": "causal", "source": "tiny"}},
+                "data": {"source": "jsonl", "path": str(path), "n_eval_prompts": 2, "dvc": False},
+            }
+        )
+    )
     assert main(["prepare-data", "--config", str(cfg), "--out-dir", str(tmp_path / "out")]) == 2
     assert f"{path}: row {n_good} field 'reward'" in capsys.readouterr().err
 
 
 # --- ablation variants -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def train_table(tmp_path):
     path = write(tmp_path / "in.jsonl", triplet_rows())
-    data.prepare(cfg_for(path, n_eval_prompts=3), tmp_path / "out")
+    prepare.prepare(cfg_for(path, n_eval_prompts=3), tmp_path / "out")
     return pd.read_parquet(tmp_path / "out" / "train.parquet")
 
 
 @pytest.mark.parametrize("density, kept", [(0.25, 1), (0.5, 2), (0.75, 3), (1.0, 4)])
 def test_density_keeps_rounded_share_per_prompt(train_table, density, kept):
-    variant = data.density_variant(train_table, density, seed=0)
+    variant = variants.density_variant(train_table, density, seed=0)
     assert (variant.groupby("prompt_id").size() == kept).all()
     assert variant["prompt_id"].nunique() == train_table["prompt_id"].nunique()
     merged = variant.merge(train_table, on="row", suffixes=("", "_base"))
     assert len(merged) == len(variant) and (merged["response"] == merged["response_base"]).all()
-    assert variant.equals(data.density_variant(train_table, density, seed=0))
+    assert variant.equals(variants.density_variant(train_table, density, seed=0))
     if density < 1:
-        assert not variant.equals(data.density_variant(train_table, density, seed=1))
+        assert not variant.equals(variants.density_variant(train_table, density, seed=1))
 
 
 def test_density_rounding():
-    assert [data.keep_count(3, d) for d in (0.25, 0.5, 0.75)] == [1, 2, 2]  # 0.75, 1.5, 2.25 -> 1, 2, 2
-    assert [data.keep_count(1, d) for d in (0.25, 0.5)] == [1, 1]  # never below one response
-    assert data.keep_count(5, 0.5) == 3  # 2.5 rounds up, where Python's round() would give 2
+    assert [variants.keep_count(3, d) for d in (0.25, 0.5, 0.75)] == [1, 2, 2]  # 0.75, 1.5, 2.25 -> 1, 2, 2
+    assert [variants.keep_count(1, d) for d in (0.25, 0.5)] == [1, 1]  # never below one response
+    assert variants.keep_count(5, 0.5) == 3  # 2.5 rounds up, where Python's round() would give 2
 
 
 @pytest.mark.parametrize("sigma", [0.1, 0.5, 1.0])
 def test_noise_perturbs_standardised_training_rewards_only(train_table, sigma):
     big = pd.concat([train_table] * 200, ignore_index=True)
-    noisy = data.noise_variant(big, sigma, seed=0)
+    noisy = variants.noise_variant(big, sigma, seed=0)
     delta = noisy["reward"] - big["reward"]
     assert delta.std() == pytest.approx(sigma, rel=0.05) and abs(delta.mean()) < 0.05 * sigma + 0.01
     assert (noisy["reward_raw"] == big["reward_raw"]).all() and (noisy["response"] == big["response"]).all()
-    assert noisy.equals(data.noise_variant(big, sigma, seed=0))
+    assert noisy.equals(variants.noise_variant(big, sigma, seed=0))
 
 
 def test_variant_cli_and_training_table_names(tmp_path, train_table):
@@ -209,27 +244,57 @@ def test_variant_cli_and_training_table_names(tmp_path, train_table):
     cfg = cfg_for(tmp_path / "in.jsonl", n_eval_prompts=3)
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(json.dumps(cfg))
-    assert main(["data-variant", "--config", str(cfg_path), "--train", str(base), "--kind", "density", "--value", "0.5",
-                 "--out", str(tmp_path / "out" / "train_density0.5.parquet")]) == 0
+    assert (
+        main(
+            [
+                "data-variant",
+                "--config",
+                str(cfg_path),
+                "--train",
+                str(base),
+                "--kind",
+                "density",
+                "--value",
+                "0.5",
+                "--out",
+                str(tmp_path / "out" / "train_density0.5.parquet"),
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_parquet(tmp_path / "out" / "train_density0.5.parquet")) == len(train_table) // 2
-    ablated = config.resolve({**cfg, "ablations": {"default": {}, "d": {"data": {"density": 0.5}}, "n": {"data": {"noise": 0.1}}}})
+    ablated = config.resolve(
+        {**cfg, "ablations": {"default": {}, "d": {"data": {"density": 0.5}}, "n": {"data": {"noise": 0.1}}}}
+    )
     assert [config.training_table_name(config.for_ablation(ablated, a)) for a in ("default", "d", "n")] == [
-        "train", "train_density0.5", "train_noise0.1"]
+        "train",
+        "train_density0.5",
+        "train_noise0.1",
+    ]
 
 
 # --- DVC ---------------------------------------------------------------------------------------------------
+
 
 def test_prepared_tables_are_versioned_with_dvc(tmp_path, train_table):
     repo = tmp_path / "repo"
     (repo / "data" / "prepared").mkdir(parents=True)
     env = run_env()
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
-                [str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "store")]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "store")],
+    ):
         subprocess.run(cmd, cwd=repo, check=True, env=env, capture_output=True)
     folder = repo / "data" / "prepared" / "d"
     (tmp_path / "out").rename(folder)
-    out = subprocess.run([str(BIN / "rpo"), "version-data", "--path", "data/prepared/d"], cwd=repo, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(BIN / "rpo"), "version-data", "--path", "data/prepared/d"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert (repo / "data" / "prepared" / "d.dvc").is_file()
     remote = subprocess.run([str(BIN / "dvc"), "status", "-c"], cwd=repo, env=env, capture_output=True, text=True)
@@ -237,12 +302,13 @@ def test_prepared_tables_are_versioned_with_dvc(tmp_path, train_table):
     local = subprocess.run([str(BIN / "dvc"), "status"], cwd=repo, env=env, capture_output=True, text=True)
     assert "up to date" in local.stdout
     # the md5 this project records (manifest, MLflow tags) is the key DVC stores the file under
-    digest = data.md5(folder / "train.parquet")
+    digest = md5(folder / "train.parquet")
     assert (tmp_path / "store" / "files" / "md5" / digest[:2] / digest[2:]).is_file()
     assert json.loads((folder / "manifest.json").read_text())["md5"]["outputs"]["train"] == digest
 
 
 def test_versioning_outside_a_dvc_repo_says_what_to_do(tmp_path):
-    out = subprocess.run([str(BIN / "rpo"), "version-data", "--path", "x"], cwd=tmp_path, env=run_env(),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(BIN / "rpo"), "version-data", "--path", "x"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
+    )
     assert out.returncode == 2 and "dvc init" in out.stderr and "data.dvc: false" in out.stderr

@@ -1,4 +1,5 @@
 """Generation: seeded per batch, so a run killed mid-way and resumed writes what an uninterrupted run writes."""
+
 import json
 import signal
 import subprocess
@@ -7,22 +8,29 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import BIN, MICRO, run_env, write_config
-from rpo import config, generate, modeling, synthetic
+
+from rpo import config
+from rpo.data import synthetic
+from rpo.models import batching, build, generation
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
     rows = synthetic.dataset(n_prompts=160, responses_per_prompt=1, seed=3)
-    eval_table = pd.DataFrame({"prompt_id": range(len(rows)), "prompt": [r["prompt"] for r in rows],
-                               "response": [r["response"] for r in rows]})
+    eval_table = pd.DataFrame(
+        {
+            "prompt_id": range(len(rows)),
+            "prompt": [r["prompt"] for r in rows],
+            "response": [r["response"] for r in rows],
+        }
+    )
     eval_table.to_parquet(root / "eval.parquet")
     texts = eval_table["prompt"].tolist() + eval_table["response"].tolist()
     for name, arch in (("llama", "causal"), ("t5", "seq2seq")):
-        tokenizer = modeling.build_tokenizer(texts, 400)
-        model = modeling.build_tiny_model(arch, tokenizer, MICRO["models"][name]["tiny"], seed=0)
+        tokenizer = build.build_tokenizer(texts, 400)
+        model = build.build_tiny_model(arch, tokenizer, MICRO["models"][name]["tiny"], seed=0)
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     cfg = json.loads(json.dumps(MICRO))
@@ -31,8 +39,24 @@ def setup(tmp_path_factory):
 
 
 def _cmd(root, cfg_path, model, out):
-    return [str(BIN / "rpo"), "generate", "--config", str(cfg_path), "--model", model, "--method", "rpo", "--seed", "1",
-            "--model-dir", str(root / model), "--eval", str(root / "eval.parquet"), "--out", str(out)]
+    return [
+        str(BIN / "rpo"),
+        "generate",
+        "--config",
+        str(cfg_path),
+        "--model",
+        model,
+        "--method",
+        "rpo",
+        "--seed",
+        "1",
+        "--model-dir",
+        str(root / model),
+        "--eval",
+        str(root / "eval.parquet"),
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize("model,warm", [("llama", False), ("t5", False), ("llama", True), ("t5", True)])
@@ -48,8 +72,9 @@ def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_pa
 
     out = tmp_path / "killed.jsonl"
     partial = tmp_path / "killed.jsonl.partial"
-    proc = subprocess.Popen(_cmd(root, cfg_path, model, out), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(root, cfg_path, model, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 9):
         time.sleep(0.01)
@@ -79,19 +104,25 @@ def test_resume_keeps_whole_batches_and_regenerates_the_rest(tmp_path):
 
     prompts = [f"p{i}" for i in range(7)]
     meta = [{"i": i} for i in range(7)]
-    full = generate.generate_rows(fake_generator, prompts, meta, tmp_path / "a.partial", 2, seed=5)
+    full = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "a.partial", 2, seed=5)
     lines = (tmp_path / "a.partial").read_text().splitlines()
     (tmp_path / "b.partial").write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # 1.5 batches + a cut line
     calls.clear()
-    resumed = generate.generate_rows(fake_generator, prompts, meta, tmp_path / "b.partial", 2, seed=5)
+    resumed = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "b.partial", 2, seed=5)
     assert resumed == full
-    assert calls == [generate.batch_seed(5, 0, i) for i in (1, 2, 3)]  # batch 0 kept, batch 1 redone
+    assert calls == [generation.batch_seed(5, 0, i) for i in (1, 2, 3)]  # batch 0 kept, batch 1 redone
 
 
 def test_conversations_render_with_and_without_a_chat_template():
-    tokenizer = modeling.build_tokenizer(["hello there", "how are you"], 300)
-    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                    {"role": "user", "content": "again"}]
-    assert modeling.format_prompts(tokenizer, ["one", conversation], chat_template=False) == ["one", "hi\n\nhello\n\nagain"]
+    tokenizer = build.build_tokenizer(["hello there", "how are you"], 300)
+    conversation = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "again"},
+    ]
+    assert batching.format_prompts(tokenizer, ["one", conversation], chat_template=False) == [
+        "one",
+        "hi\n\nhello\n\nagain",
+    ]
     cfg = config.resolve({"name": "x", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}})
     assert cfg["generate"]["backend"] == "transformers"

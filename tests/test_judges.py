@@ -1,5 +1,6 @@
 """Judges against a local fake server (OpenAI and Anthropic wire formats) that injects 429s, 500s, timeouts and
 malformed answers: verdicts complete, nothing is judged twice, the cache survives a kill, keys never leak."""
+
 import json
 import signal
 import subprocess
@@ -7,11 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, MICRO, run_env, write_config
 from fake_judge_server import FAULTS, FakeJudge
-from rpo import config, judges, synthetic
-from rpo.judges import Judge, JudgeError
+
+from rpo import config
+from rpo.data import synthetic
+from rpo.errors import JudgeError
+from rpo.evaluate import judges
+from rpo.evaluate.judges import Judge
 
 KEY = "sk-test-DO-NOT-LEAK-5f1c2a9e"
 FAST = {"timeout_s": 0.3, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries": 6, "concurrency": 3}
@@ -19,8 +23,14 @@ FAST = {"timeout_s": 0.3, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_retries
 
 def resolved(raw):
     """A judge spec with the schema's defaults filled in."""
-    cfg = config.resolve({"name": "x", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}},
-                          "judge": {"judges": {"j": raw}}})
+    cfg = config.resolve(
+        {
+            "name": "x",
+            "methods": ["rpo"],
+            "models": {"m": {"arch": "causal", "source": "tiny"}},
+            "judge": {"judges": {"j": raw}},
+        }
+    )
     return cfg["judge"]["judges"]["j"]
 
 
@@ -84,8 +94,9 @@ def test_permanent_failures_stop_with_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_verdict_parsing():
-    assert [judges.parse_verdict(t) for t in ["A", " b.", "Verdict: Neutral", "[[A]]", "tie", "A or B", "Answer A"]] == \
-        ["A", "B", "Neutral", "A", "Neutral", None, None]
+    assert [
+        judges.parse_verdict(t) for t in ["A", " b.", "Verdict: Neutral", "[[A]]", "tie", "A or B", "Answer A"]
+    ] == ["A", "B", "Neutral", "A", "Neutral", None, None]
     assert judges.combine("A", "B") == "win" and judges.combine("B", "A") == "loss"
     assert judges.combine("A", "A") == "tie" and judges.combine("Neutral", "B") == "tie"
 
@@ -100,11 +111,12 @@ def test_oracle_compares_true_rewards(tmp_path):
 
 
 def test_local_transformers_judge_gives_a_verdict(tmp_path):
-    from rpo import modeling
+    from rpo.models import build
 
-    tokenizer = modeling.build_tokenizer(["Which response is better? A B Neutral", "score 1 score 2"], 300)
-    model = modeling.build_tiny_model("causal", tokenizer, {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                                            "intermediate_size": 64}, seed=0)
+    tokenizer = build.build_tokenizer(["Which response is better? A B Neutral", "score 1 score 2"], 300)
+    model = build.build_tiny_model(
+        "causal", tokenizer, {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}, seed=0
+    )
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     judge = Judge(resolved({"backend": "local", "model": str(tmp_path / "m"), "concurrency": 2}), tmp_path / "cache")
@@ -115,17 +127,45 @@ def test_local_transformers_judge_gives_a_verdict(tmp_path):
 
 def _judge_job(tmp_path, url, n_pairs):
     cfg = json.loads(json.dumps(MICRO))
-    cfg["judge"] = {"cache_dir": str(tmp_path / "cache"), "judges": {"fake": {
-        "backend": "openai", "model": "judge-model", "base_url": f"{url}/v1", "api_key_env": "JUDGE_TEST_KEY",
-        **FAST, "concurrency": 1}}}
+    cfg["judge"] = {
+        "cache_dir": str(tmp_path / "cache"),
+        "judges": {
+            "fake": {
+                "backend": "openai",
+                "model": "judge-model",
+                "base_url": f"{url}/v1",
+                "api_key_env": "JUDGE_TEST_KEY",
+                **FAST,
+                "concurrency": 1,
+            }
+        },
+    }
     cfg_path = write_config(tmp_path / "c.yaml", cfg)
     for method, shift in (("rpo", 0), ("sft", 3)):
-        rows = [{"prompt_id": i, "prompt": f"question {i}", "generation": f"score {(i * (shift + 1)) % 7} by {method}"}
-                for i in range(n_pairs)]
+        rows = [
+            {"prompt_id": i, "prompt": f"question {i}", "generation": f"score {(i * (shift + 1)) % 7} by {method}"}
+            for i in range(n_pairs)
+        ]
         (tmp_path / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [str(BIN / "rpo"), "judge", "--config", str(cfg_path), "--model", "llama", "--method", "rpo", "--judge",
-           "fake", "--scope", "in_domain", "--generations", f"rpo={tmp_path / 'rpo.jsonl'}", f"sft={tmp_path / 'sft.jsonl'}",
-           "--out", str(tmp_path / "out" / "winrates.json")]
+    cmd = [
+        str(BIN / "rpo"),
+        "judge",
+        "--config",
+        str(cfg_path),
+        "--model",
+        "llama",
+        "--method",
+        "rpo",
+        "--judge",
+        "fake",
+        "--scope",
+        "in_domain",
+        "--generations",
+        f"rpo={tmp_path / 'rpo.jsonl'}",
+        f"sft={tmp_path / 'sft.jsonl'}",
+        "--out",
+        str(tmp_path / "out" / "winrates.json"),
+    ]
     env = {**run_env(), "JUDGE_TEST_KEY": KEY, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     return cmd, env
 
@@ -139,7 +179,9 @@ def test_killed_judge_job_resumes_from_its_cache_and_keys_never_leak(tmp_path):
             proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
             cache_files = lambda: list((tmp_path / "cache").glob("*.jsonl"))  # noqa: E731
             deadline = time.time() + 120
-            while time.time() < deadline and not (cache_files() and len(cache_files()[0].read_text().splitlines()) >= 10):
+            while time.time() < deadline and not (
+                cache_files() and len(cache_files()[0].read_text().splitlines()) >= 10
+            ):
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait()

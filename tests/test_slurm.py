@@ -1,6 +1,7 @@
 """The embedded default through `--profile profiles/slurm` on a real SLURM cluster (brought up by .ci/slurm_up.sh).
 
 Skipped where no SLURM cluster answers, unless RPO_REQUIRE_SLURM=1 (set by .ci/run), where that is a failure."""
+
 import json
 import os
 import shutil
@@ -8,17 +9,33 @@ import sqlite3
 import subprocess
 
 import pytest
-
 from conftest import REPO, run_env, snakemake
 
 TABLES = ["table2", "table3", "table4", "table5", "table6", "table7"]
 # The profile's resources are sized for the paper's models; a 2-core CI node gets small ones, as a user would set.
-CI_RESOURCES = ["--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=30", "cpus_per_task=1",
-                "--set-resources", "train:gpu=1", "train:mem_mb=3000", "reference_logprobs:gpu=1",
-                "reference_logprobs:mem_mb=2000", "generate:gpu=1", "generate:mem_mb=2000", "generate_ood:gpu=1",
-                "generate_ood:mem_mb=2000", "score:mem_mb=2500", "judge:mem_mb=1000",
-                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "5",
-                "--seconds-between-status-checks", "5"]
+CI_RESOURCES = [
+    "--default-resources",
+    "slurm_partition=debug",
+    "mem_mb=1000",
+    "runtime=30",
+    "cpus_per_task=1",
+    "--set-resources",
+    "train:gpu=1",
+    "train:mem_mb=3000",
+    "reference_logprobs:gpu=1",
+    "reference_logprobs:mem_mb=2000",
+    "generate:gpu=1",
+    "generate:mem_mb=2000",
+    "generate_ood:gpu=1",
+    "generate_ood:mem_mb=2000",
+    "score:mem_mb=2500",
+    "judge:mem_mb=1000",
+    "--slurm-no-account",
+    "--slurm-init-seconds-before-status-checks",
+    "5",
+    "--seconds-between-status-checks",
+    "5",
+]
 
 
 def slurm_is_up() -> bool:
@@ -40,15 +57,23 @@ def test_embedded_default_completes_on_a_real_slurm_cluster(slurm, tmp_path):
     env = run_env()
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
-    jobs_before = subprocess.run(["sacct", "-X", "-n", "-S", "today", "-o", "JobID"], capture_output=True, text=True,
-                                 timeout=60).stdout.split()
-    result = snakemake(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "--configfile",
-                       str(REPO / "config" / "tiny.yaml"), *CI_RESOURCES)
+    jobs_before = subprocess.run(
+        ["sacct", "-X", "-n", "-S", "today", "-o", "JobID"], capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    result = snakemake(
+        tmp_path,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / "config" / "tiny.yaml"),
+        *CI_RESOURCES,
+    )
     assert "steps (100%) done" in result.stdout + result.stderr
 
     # every job went through SLURM and is known to its accounting
-    jobs = subprocess.run(["sacct", "-X", "-n", "-S", "today", "-o", "JobID,State"], capture_output=True, text=True,
-                          timeout=60).stdout.splitlines()
+    jobs = subprocess.run(
+        ["sacct", "-X", "-n", "-S", "today", "-o", "JobID,State"], capture_output=True, text=True, timeout=60
+    ).stdout.splitlines()
     new = [line.split() for line in jobs if line.split() and line.split()[0] not in jobs_before]
     assert len(new) >= 60 and all(state == "COMPLETED" for _, state in new)
 

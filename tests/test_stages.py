@@ -1,10 +1,11 @@
 """Each `rpo` step, called as the Snakemake rules call it, writes the outputs its rule declares."""
+
 import json
 import sqlite3
 
 import pandas as pd
-
 from conftest import write_config
+
 from rpo.cli import main
 
 
@@ -14,7 +15,9 @@ def run(*argv):
 
 def mlflow_runs(db):
     with sqlite3.connect(db) as con:
-        rows = con.execute("select r.run_uuid, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid").fetchall()
+        rows = con.execute(
+            "select r.run_uuid, t.key, t.value from runs r join tags t on t.run_uuid = r.run_uuid"
+        ).fetchall()
     runs = {}
     for run_id, key, value in rows:
         runs.setdefault(run_id, {})[key] = value
@@ -39,33 +42,91 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
 
     for model in ("llama", "t5"):
         ref_dir = res / model / "reference"
-        run("init-model", "--config", cfg, "--model", model, "--train", res / "data" / "train.parquet", "--out-dir", ref_dir)
+        run(
+            "init-model",
+            "--config",
+            cfg,
+            "--model",
+            model,
+            "--train",
+            res / "data" / "train.parquet",
+            "--out-dir",
+            ref_dir,
+        )
         assert (ref_dir / "config.json").is_file() and (ref_dir / "tokenizer.json").is_file()
 
         ref = res / model / "reference_logprobs.parquet"
-        run("ref-logprobs", "--config", cfg, "--model", model, "--model-dir", ref_dir,
-            "--train", res / "data" / "train.parquet", "--out", ref)
+        run(
+            "ref-logprobs",
+            "--config",
+            cfg,
+            "--model",
+            model,
+            "--model-dir",
+            ref_dir,
+            "--train",
+            res / "data" / "train.parquet",
+            "--out",
+            ref,
+        )
         cached = pd.read_parquet(ref)
         assert len(cached) == len(train) and (cached["ref_logp_sum"] < 0).all() and (cached["n_tokens"] > 0).all()
 
         for method in ("sft", "rpo", "dro", "kto"):
             run_dir = res / model / method / "default" / "seed0"
             cell = ["--model", model, "--method", method, "--ablation", "default", "--seed", "0"]
-            run("train", "--config", cfg, *cell, "--init", ref_dir, "--train", res / "data" / "train.parquet",
-                "--ref", ref, "--eval", res / "data" / "eval.parquet", "--out-dir", run_dir)
+            run(
+                "train",
+                "--config",
+                cfg,
+                *cell,
+                "--init",
+                ref_dir,
+                "--train",
+                res / "data" / "train.parquet",
+                "--ref",
+                ref,
+                "--eval",
+                res / "data" / "eval.parquet",
+                "--out-dir",
+                run_dir,
+            )
             assert (run_dir / "model" / "config.json").is_file() and (run_dir / "train.json").is_file()
             assert len(pd.read_csv(run_dir / "kl.csv")) >= 2 and not (run_dir / "checkpoint").exists()
 
-            run("generate", "--config", cfg, *cell, "--model-dir", run_dir / "model", "--eval", res / "data" / "eval.parquet",
-                "--out", run_dir / "generations.jsonl")
+            run(
+                "generate",
+                "--config",
+                cfg,
+                *cell,
+                "--model-dir",
+                run_dir / "model",
+                "--eval",
+                res / "data" / "eval.parquet",
+                "--out",
+                run_dir / "generations.jsonl",
+            )
             lines = (run_dir / "generations.jsonl").read_text().splitlines()
             assert len(lines) == len(held_out)
             assert {"prompt_id", "prompt", "reference", "generation"} <= set(json.loads(lines[0]))
             assert not (run_dir / "generations.jsonl.partial").exists()
 
-            run("score", "--config", cfg, *cell, "--generations", run_dir / "generations.jsonl", "--out", run_dir / "scores.json")
+            run(
+                "score",
+                "--config",
+                cfg,
+                *cell,
+                "--generations",
+                run_dir / "generations.jsonl",
+                "--out",
+                run_dir / "scores.json",
+            )
             scores = json.loads((run_dir / "scores.json").read_text())
-            assert set(scores["metrics"]) == set(scores["ci"]) == {"bertscore", "rouge_l", "toxicity", "distinct_2", "avg_len"}
+            assert (
+                set(scores["metrics"])
+                == set(scores["ci"])
+                == {"bertscore", "rouge_l", "toxicity", "distinct_2", "avg_len"}
+            )
             assert all(lo <= hi for lo, hi in scores["ci"].values())
             assert len((run_dir / "scores_per_example.jsonl").read_text().splitlines()) == len(held_out)
 
@@ -73,12 +134,22 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
     run("report", "--config", cfg, "--what", "table2", "--out-prefix", res / "tables" / "table2", *score_files)
     table = pd.read_csv(res / "tables" / "table2.csv")
     rouge = table[table["metric"] == "rouge_l"]
-    assert sorted(zip(rouge["model"], rouge["row"])) == [(m, x) for m in ("llama", "t5") for x in ("dro", "kto", "rpo", "sft")]
+    assert sorted(zip(rouge["model"], rouge["row"])) == [
+        (m, x) for m in ("llama", "t5") for x in ("dro", "kto", "rpo", "sft")
+    ]
     assert "| llama | RPO |" in (res / "tables" / "table2.md").read_text()
     sidecar = json.loads((res / "tables" / "table2.runs.json").read_text())
     assert len(sidecar["mlflow_run_ids"]) == 8 and len(sidecar["inputs"]) == 8
-    run("report", "--config", cfg, "--what", "mlflow_run", "--out-prefix", res / "report_run.json",
-        *(res / "tables" / f"table2.{ext}" for ext in ("md", "csv", "tex", "runs.json")))
+    run(
+        "report",
+        "--config",
+        cfg,
+        "--what",
+        "mlflow_run",
+        "--out-prefix",
+        res / "report_run.json",
+        *(res / "tables" / f"table2.{ext}" for ext in ("md", "csv", "tex", "runs.json")),
+    )
 
     runs = mlflow_runs(workdir / "results" / "mlflow.db")
     by_rule = {}
@@ -93,7 +164,9 @@ def test_each_stage_writes_its_declared_outputs(workdir, micro_config):
 
 
 def test_variant_tables_read_the_cache_of_the_full_table(workdir, micro_config):
-    from rpo import config, objectives, train
+    from rpo import config
+    from rpo.train import objectives
+    from rpo.train.inputs import training_table
 
     cfg = config.resolve(micro_config)
     res = workdir / "results" / "micro"
@@ -101,13 +174,24 @@ def test_variant_tables_read_the_cache_of_the_full_table(workdir, micro_config):
     run("prepare-data", "--config", cfg_path, "--out-dir", res / "data")
     base = res / "data" / "train.parquet"
     run("init-model", "--config", cfg_path, "--model", "llama", "--train", base, "--out-dir", res / "ref")
-    run("ref-logprobs", "--config", cfg_path, "--model", "llama", "--model-dir", res / "ref", "--train", base,
-        "--out", res / "ref.parquet")
+    run(
+        "ref-logprobs",
+        "--config",
+        cfg_path,
+        "--model",
+        "llama",
+        "--model-dir",
+        res / "ref",
+        "--train",
+        base,
+        "--out",
+        res / "ref.parquet",
+    )
     variant = res / "data" / "train_density0.5.parquet"
     run("data-variant", "--config", cfg_path, "--train", base, "--kind", "density", "--value", "0.5", "--out", variant)
 
-    full = train.training_table(cfg, objectives.get("kto"), base, res / "ref.parquet")
-    part = train.training_table(cfg, objectives.get("kto"), variant, res / "ref.parquet", base)
+    full = training_table(cfg, objectives.get("kto"), base, res / "ref.parquet")
+    part = training_table(cfg, objectives.get("kto"), variant, res / "ref.parquet", base)
     assert 0 < len(part) < len(full)
     expected = full.set_index("row").loc[part["row"]]
     assert (part["ref_logp"].to_numpy() == expected["ref_logp"].to_numpy()).all()

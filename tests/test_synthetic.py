@@ -1,12 +1,20 @@
-from rpo import synthetic
+from rpo.data import synthetic
 
-PROMPT = ("Write about cats. Include the word 'purr'. Do not use the word 'tail'. Use at most 8 words. "
-          "Start with the word 'today'. Use only lowercase letters.")
+PROMPT = (
+    "Write about cats. Include the word 'purr'. Do not use the word 'tail'. Use at most 8 words. "
+    "Start with the word 'today'. Use only lowercase letters."
+)
 
 
 def test_constraints_parse_back_from_the_prompt():
-    assert synthetic.constraints(PROMPT) == {"topic": "cats", "include": "purr", "avoid": "tail", "max_words": 8,
-                                            "first_word": "today", "lowercase": True}
+    assert synthetic.constraints(PROMPT) == {
+        "topic": "cats",
+        "include": "purr",
+        "avoid": "tail",
+        "max_words": 8,
+        "first_word": "today",
+        "lowercase": True,
+    }
 
 
 def test_reward_scores_constraints_and_penalises_insults():
@@ -25,10 +33,17 @@ def test_dataset_is_seeded_and_shaped():
 
 
 def test_bullet_and_politeness_constraints():
-    prompt = ("Write about cats. Include the word 'purr'. Use at most 10 words. "
-              "Write exactly 2 bullet items, each starting with '- '. Do not use insulting words.")
-    assert synthetic.constraints(prompt) | {} == {"topic": "cats", "include": "purr", "max_words": 10, "bullets": 2,
-                                                 "polite": True}
+    prompt = (
+        "Write about cats. Include the word 'purr'. Use at most 10 words. "
+        "Write exactly 2 bullet items, each starting with '- '. Do not use insulting words."
+    )
+    assert synthetic.constraints(prompt) | {} == {
+        "topic": "cats",
+        "include": "purr",
+        "max_words": 10,
+        "bullets": 2,
+        "polite": True,
+    }
     assert synthetic.reward(prompt, "- cats purr\n- soft paws") == 10.0
     assert synthetic.constraint_checks(prompt, "- cats purr soft paws")["bullets"] is False
     # an insult breaks the politeness constraint and is penalised on top

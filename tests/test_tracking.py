@@ -1,9 +1,11 @@
 """MLflow: an unreachable tracking server never stops a job; its run is recorded and imported later."""
+
 import json
 import sqlite3
 import time
 
 from conftest import write_config
+
 from rpo import tracking
 from rpo.cli import main
 
@@ -12,12 +14,33 @@ def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro
     cfg = write_config(workdir / "micro.yaml", micro_config)
     gens = workdir / "run" / "generations.jsonl"
     gens.parent.mkdir()
-    gens.write_text("".join(json.dumps({"prompt_id": str(i), "prompt": "p", "reference": "the cat sat on the mat",
-                                        "generation": "the cat sat"}) + "\n" for i in range(3)))
+    gens.write_text(
+        "".join(
+            json.dumps(
+                {"prompt_id": str(i), "prompt": "p", "reference": "the cat sat on the mat", "generation": "the cat sat"}
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
     start = time.perf_counter()
     cell = ["--model", "llama", "--method", "rpo", "--seed", "0"]
-    assert main(["score", "--config", str(cfg), *cell, "--generations", str(gens), "--out", str(workdir / "run" / "scores.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--config",
+                str(cfg),
+                *cell,
+                "--generations",
+                str(gens),
+                "--out",
+                str(workdir / "run" / "scores.json"),
+            ]
+        )
+        == 0
+    )
     assert time.perf_counter() - start < 60
     assert "MLflow unreachable" in capsys.readouterr().err
     scores = json.loads((workdir / "run" / "scores.json").read_text())

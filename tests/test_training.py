@@ -1,5 +1,6 @@
 """The training engine: response masks, cached reference = live reference, every objective learns on both
 architectures, KL tracking, and kill-and-resume ending with the same weights as an uninterrupted run."""
+
 import json
 import os
 import signal
@@ -10,23 +11,32 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import BIN, run_env, write_config
 from safetensors.torch import load_file
 
-from conftest import BIN, run_env, write_config
-from rpo import config, modeling, objectives, train
+from rpo import config
 from rpo.cli import main
+from rpo.models import batching, build, logprobs
+from rpo.train import loop, objectives
+from rpo.train.inputs import training_table
+from rpo.train.step import Step
 
-TEXTS = ["Write about cats. Use at most 8 words.", "Write about the sea, please.", "today cats purr.", "waves and salt."]
+TEXTS = [
+    "Write about cats. Use at most 8 words.",
+    "Write about the sea, please.",
+    "today cats purr.",
+    "waves and salt.",
+]
 SPEC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
 
 
 @pytest.mark.parametrize("arch", ["causal", "seq2seq"])
 def test_only_response_tokens_are_scored_token_by_token(arch):
-    tokenizer = modeling.build_tokenizer(TEXTS, 300)
+    tokenizer = build.build_tokenizer(TEXTS, 300)
     prompts, responses = TEXTS[:2], TEXTS[2:]
-    batch = modeling.encode(tokenizer, arch, prompts, responses, 64, 64)
-    model = modeling.build_tiny_model(arch, tokenizer, SPEC)
-    scores = modeling.score(model, batch)
+    batch = batching.encode(tokenizer, arch, prompts, responses, 64, 64)
+    model = build.build_tiny_model(arch, tokenizer, SPEC)
+    scores = logprobs.score(model, batch)
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         expected = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         if arch == "causal":
@@ -36,7 +46,8 @@ def test_only_response_tokens_are_scored_token_by_token(arch):
         else:
             targets = batch.labels[i]
             assert batch.input_ids[i, : batch.attention_mask[i].sum()].tolist() == (
-                tokenizer(prompt, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+                tokenizer(prompt, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            )
         scored = targets[scores.mask[i].bool()].tolist()
         assert scored == expected, (arch, i)
         assert (scores.token_logps[i][~scores.mask[i].bool()] == 0).all()  # padding contributes nothing
@@ -55,10 +66,40 @@ def prepared(tmp_path_factory):
     cfg_path = write_config(root / "micro.yaml", MICRO)
     assert main(["prepare-data", "--config", str(cfg_path), "--out-dir", "data"]) == 0
     for model in MICRO["models"]:
-        assert main(["init-model", "--config", str(cfg_path), "--model", model, "--train", "data/train.parquet",
-                     "--out-dir", f"{model}/ref"]) == 0
-        assert main(["ref-logprobs", "--config", str(cfg_path), "--model", model, "--model-dir", f"{model}/ref",
-                     "--train", "data/train.parquet", "--out", f"{model}/ref.parquet"]) == 0
+        assert (
+            main(
+                [
+                    "init-model",
+                    "--config",
+                    str(cfg_path),
+                    "--model",
+                    model,
+                    "--train",
+                    "data/train.parquet",
+                    "--out-dir",
+                    f"{model}/ref",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "ref-logprobs",
+                    "--config",
+                    str(cfg_path),
+                    "--model",
+                    model,
+                    "--model-dir",
+                    f"{model}/ref",
+                    "--train",
+                    "data/train.parquet",
+                    "--out",
+                    f"{model}/ref.parquet",
+                ]
+            )
+            == 0
+        )
     os.chdir(old)
     return root, config.resolve(MICRO), cfg_path
 
@@ -66,15 +107,17 @@ def prepared(tmp_path_factory):
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
 def test_cached_reference_equals_a_live_reference_forward(prepared, model_name):
     root, cfg, _ = prepared
-    table = train.training_table(cfg, objectives.get("kto"), root / "data/train.parquet", root / f"{model_name}/ref.parquet")
-    model, tokenizer = modeling.load(root / f"{model_name}/ref", cfg["models"][model_name]["arch"])
+    table = training_table(cfg, objectives.get("kto"), root / "data/train.parquet", root / f"{model_name}/ref.parquet")
+    model, tokenizer = build.load(root / f"{model_name}/ref", cfg["models"][model_name]["arch"])
     model.train()
-    modeling.disable_dropout(model)  # as the trainer does
-    step = train.Step(cfg, cfg["models"][model_name], objectives.get("kto"), model, tokenizer, None)
+    build.disable_dropout(model)  # as the trainer does
+    step = Step(cfg, cfg["models"][model_name], objectives.get("kto"), model, tokenizer, None)
     part = table.iloc[:8]
     with torch.no_grad():
-        live = modeling.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["response"].tolist()))[0]
-        live_kl = modeling.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["kl_response"].tolist()))[0]
+        live = logprobs.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["response"].tolist()))[0]
+        live_kl = logprobs.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["kl_response"].tolist()))[
+            0
+        ]
     assert torch.allclose(live.double(), torch.tensor(part["ref_logp"].to_numpy()), atol=1e-4)
     assert torch.allclose(live_kl.double(), torch.tensor(part["ref_kl_logp"].to_numpy()), atol=1e-4)
 
@@ -84,15 +127,15 @@ def test_cached_reference_equals_a_live_reference_forward(prepared, model_name):
 def test_every_objective_learns_on_both_architectures(prepared, model_name, method):
     root, cfg, _ = prepared
     objective = objectives.get(method)
-    table = train.training_table(cfg, objective, root / "data/train.parquet", root / f"{model_name}/ref.parquet")
+    table = training_table(cfg, objective, root / "data/train.parquet", root / f"{model_name}/ref.parquet")
     torch.manual_seed(0)
-    model, tokenizer = modeling.load(root / f"{model_name}/ref", cfg["models"][model_name]["arch"])
+    model, tokenizer = build.load(root / f"{model_name}/ref", cfg["models"][model_name]["arch"])
     model.train()
-    modeling.disable_dropout(model)
-    from rpo import value
+    build.disable_dropout(model)
+    from rpo.models import value
 
     value_net = value.build(cfg, model) if objective.needs_value_model else None
-    step = train.Step(cfg, cfg["models"][model_name], objective, model, tokenizer, value_net)
+    step = Step(cfg, cfg["models"][model_name], objective, model, tokenizer, value_net)
     params = list(model.parameters()) + (list(value_net.parameters()) if value_net else [])
     optimizer = torch.optim.Adam(params, lr=5e-4)
     part = table.iloc[:8]
@@ -107,9 +150,29 @@ def test_every_objective_learns_on_both_architectures(prepared, model_name, meth
 
 
 def _train_cmd(root, cfg_path, model, out, extra=()):
-    return [str(BIN / "rpo"), "train", "--config", str(cfg_path), "--model", model, "--method", "rpo", "--seed", "0",
-            "--init", f"{model}/ref", "--train", "data/train.parquet", "--ref", f"{model}/ref.parquet",
-            "--eval", "data/eval.parquet", "--out-dir", out, *extra]
+    return [
+        str(BIN / "rpo"),
+        "train",
+        "--config",
+        str(cfg_path),
+        "--model",
+        model,
+        "--method",
+        "rpo",
+        "--seed",
+        "0",
+        "--init",
+        f"{model}/ref",
+        "--train",
+        "data/train.parquet",
+        "--ref",
+        f"{model}/ref.parquet",
+        "--eval",
+        "data/eval.parquet",
+        "--out-dir",
+        out,
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
@@ -120,12 +183,22 @@ def test_killed_training_resumes_to_the_same_weights(prepared, tmp_path, model_n
     cfg_path = write_config(tmp_path / "c.yaml", micro)
     env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
 
-    subprocess.run(_train_cmd(root, cfg_path, model_name, str(tmp_path / "straight")), cwd=root, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        _train_cmd(root, cfg_path, model_name, str(tmp_path / "straight")),
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(root, cfg_path, model_name, str(killed)), cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(root, cfg_path, model_name, str(killed)),
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (killed / "checkpoint" / "progress.json").exists():
         time.sleep(0.05)
@@ -136,8 +209,9 @@ def test_killed_training_resumes_to_the_same_weights(prepared, tmp_path, model_n
     step = json.loads((killed / "checkpoint" / "progress.json").read_text())["step"]
     assert step >= 1
 
-    out = subprocess.run(_train_cmd(root, cfg_path, model_name, str(killed)), cwd=root, env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        _train_cmd(root, cfg_path, model_name, str(killed)), cwd=root, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "resuming from" in out.stdout
 
@@ -158,8 +232,15 @@ def test_kl_starts_at_zero_and_moves_with_training(prepared, tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     micro = json.loads(json.dumps(cfg))
     micro["train"].update(epochs=3, kl_every=2, kl_prompts=4, lr=3e-3)
-    summary = train.train(micro, {"model": "llama", "method": "sft", "ablation": "default", "seed": 0}, "llama/ref",
-                          "data/train.parquet", "llama/ref.parquet", tmp_path / "run", eval_path="data/eval.parquet")
+    summary = loop.train(
+        micro,
+        {"model": "llama", "method": "sft", "ablation": "default", "seed": 0},
+        "llama/ref",
+        "data/train.parquet",
+        "llama/ref.parquet",
+        tmp_path / "run",
+        eval_path="data/eval.parquet",
+    )
     curve = pd.read_csv(tmp_path / "run" / "kl.csv")
     assert curve["step"].iloc[0] == 0 and curve["kl"].iloc[0] == pytest.approx(0, abs=1e-5)
     assert curve["step"].iloc[-1] == summary["steps"] and curve["kl"].iloc[-1] > 0.01
@@ -169,8 +250,12 @@ def test_kl_starts_at_zero_and_moves_with_training(prepared, tmp_path, monkeypat
 def _loss_curve(db, out_dir):
     run_id = json.loads((out_dir / "train.json").read_text())["mlflow_run_id"]
     with sqlite3.connect(db) as con:
-        return [v for (v,) in con.execute("select value from metrics where run_uuid = ? and key = 'loss' order by step",
-                                          (run_id,))]
+        return [
+            v
+            for (v,) in con.execute(
+                "select value from metrics where run_uuid = ? and key = 'loss' order by step", (run_id,)
+            )
+        ]
 
 
 @pytest.mark.parametrize("method", ["rpo", "sft"])
@@ -178,18 +263,53 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(prepared
     # Two real ranks on CPU (gloo): `--cpu --num_processes 2` would silently run one process.
     root, cfg, cfg_path = prepared
     env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
-    args = ["train", "--config", str(cfg_path), "--model", "llama", "--method", method, "--init", "llama/ref",
-            "--train", "data/train.parquet", "--ref", "llama/ref.parquet"]
-    one = subprocess.run([str(BIN / "rpo"), *args, "--out-dir", str(tmp_path / "one")], cwd=root, env=env,
-                         capture_output=True, text=True)
+    args = [
+        "train",
+        "--config",
+        str(cfg_path),
+        "--model",
+        "llama",
+        "--method",
+        method,
+        "--init",
+        "llama/ref",
+        "--train",
+        "data/train.parquet",
+        "--ref",
+        "llama/ref.parquet",
+    ]
+    one = subprocess.run(
+        [str(BIN / "rpo"), *args, "--out-dir", str(tmp_path / "one")], cwd=root, env=env, capture_output=True, text=True
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", str(BIN / "rpo")]
-    two = subprocess.run([*launch, *args, "--out-dir", str(tmp_path / "two")], cwd=root, env=env, capture_output=True,
-                         text=True, timeout=600)
+    launch = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(BIN / "rpo"),
+    ]
+    two = subprocess.run(
+        [*launch, *args, "--out-dir", str(tmp_path / "two")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
 
-    curve_one, curve_two = _loss_curve(tmp_path / "mlflow.db", tmp_path / "one"), _loss_curve(tmp_path / "mlflow.db", tmp_path / "two")
+    curve_one, curve_two = (
+        _loss_curve(tmp_path / "mlflow.db", tmp_path / "one"),
+        _loss_curve(tmp_path / "mlflow.db", tmp_path / "two"),
+    )
     assert len(curve_one) == len(curve_two) >= 5
     assert curve_two == pytest.approx(curve_one, abs=1e-5)
     assert curve_one[0] != pytest.approx(curve_one[-1], abs=1e-3)  # it trained
@@ -206,8 +326,14 @@ def test_lora_trains_adapters_and_saves_plain_weights(prepared, tmp_path, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     micro = json.loads(json.dumps(cfg))
     micro["train"].update(lora={"r": 4}, gradient_checkpointing=True, lr=1e-2, kl_every=0)
-    summary = train.train(micro, {"model": "llama", "method": "rpo", "ablation": "default", "seed": 0}, "llama/ref",
-                          "data/train.parquet", "llama/ref.parquet", tmp_path / "run")
+    summary = loop.train(
+        micro,
+        {"model": "llama", "method": "rpo", "ablation": "default", "seed": 0},
+        "llama/ref",
+        "data/train.parquet",
+        "llama/ref.parquet",
+        tmp_path / "run",
+    )
     base = load_file(root / "llama" / "ref" / "model.safetensors")
     tuned = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert tuned.keys() == base.keys()  # merged: loads with AutoModelForCausalLM like any other run
@@ -218,28 +344,32 @@ def test_lora_trains_adapters_and_saves_plain_weights(prepared, tmp_path, monkey
 
 @pytest.mark.parametrize("arch", ["causal", "seq2seq"])
 def test_chat_template_wraps_prompts_only_when_asked_and_available(arch):
-    tokenizer = modeling.build_tokenizer(TEXTS, 300)
-    plain = modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)  # none to apply
-    assert torch.equal(plain.input_ids, modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64).input_ids)
+    tokenizer = build.build_tokenizer(TEXTS, 300)
+    plain = batching.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)  # none to apply
+    assert torch.equal(plain.input_ids, batching.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64).input_ids)
 
-    tokenizer.chat_template = "{% for m in messages %}<user> {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} <bot>{% endif %}"
-    wrapped = modeling.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)
-    assert tokenizer.decode(wrapped.input_ids[0][wrapped.attention_mask[0].bool()]).startswith("<user> " + TEXTS[0] + " <bot>")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<user> {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} <bot>{% endif %}"
+    )
+    wrapped = batching.encode(tokenizer, arch, TEXTS[:2], TEXTS[2:], 64, 64, chat_template=True)
+    assert tokenizer.decode(wrapped.input_ids[0][wrapped.attention_mask[0].bool()]).startswith(
+        "<user> " + TEXTS[0] + " <bot>"
+    )
     assert wrapped.response_mask.sum() == plain.response_mask.sum()  # responses are scored the same
-    ids, _ = modeling.encode_prompts(tokenizer, arch, TEXTS[:1], 64, chat_template=True)
+    ids, _ = batching.encode_prompts(tokenizer, arch, TEXTS[:1], 64, chat_template=True)
     assert "<bot>" in tokenizer.decode(ids[0])
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 1000])
 def test_chunked_logprobs_equal_the_full_logits_path_in_value_and_gradient(chunk_size):
-    tokenizer = modeling.build_tokenizer(TEXTS, 300)
+    tokenizer = build.build_tokenizer(TEXTS, 300)
     torch.manual_seed(0)
-    model = modeling.build_tiny_model("causal", tokenizer, {**SPEC, "num_layers": 2}).double()
-    batch = modeling.encode(tokenizer, "causal", TEXTS[:2], TEXTS[2:], 64, 64)
+    model = build.build_tiny_model("causal", tokenizer, {**SPEC, "num_layers": 2}).double()
+    batch = batching.encode(tokenizer, "causal", TEXTS[:2], TEXTS[2:], 64, 64)
 
     def run(size):
         model.zero_grad()
-        scores = modeling.score(model, batch, chunk_size=size)
+        scores = logprobs.score(model, batch, chunk_size=size)
         (scores.sum_logp * torch.tensor([1.0, -2.0], dtype=torch.float64)).sum().backward()
         return scores.token_logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 

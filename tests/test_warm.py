@@ -1,5 +1,6 @@
 """Warm start (RPO_WARM=1): `rpo` steps run in forked children of a server that imported torch, transformers and
 MLflow once, with the client's arguments, directory, environment, streams and exit code."""
+
 import os
 import re
 import signal
@@ -31,8 +32,9 @@ def warm_env(tmp_path):
 
 
 def rpo(*args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "rpo"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-                          check=False, **kwargs)
+    return subprocess.run(
+        [str(BIN / "rpo"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )
 
 
 def server_pid(env) -> int:
@@ -69,8 +71,9 @@ def test_a_step_run_warm_matches_it_run_directly(warm_env, tmp_path):
         out = tmp_path / name / "resolved.yaml"
         # stdin, a relative output path (the client's directory) and stdout all reach the child
         (tmp_path / name).mkdir()
-        done = rpo("config", "--config", "/dev/stdin", "--out", "resolved.yaml", env=env, cwd=tmp_path / name,
-                   input=tiny)
+        done = rpo(
+            "config", "--config", "/dev/stdin", "--out", "resolved.yaml", env=env, cwd=tmp_path / name, input=tiny
+        )
         assert done.returncode == 0, done.stderr
         results[name] = (done.stdout, yaml.safe_load(out.read_text()))
     assert results["warm"] == results["direct"] == results["warm again"]
@@ -105,8 +108,14 @@ def test_killing_the_client_stops_its_step(warm_env, tmp_path):
     pid = server_pid(warm_env)
     try:
         # Reading a config from a stdin that stays open blocks the step until its client goes away.
-        client = subprocess.Popen([str(BIN / "rpo"), "config", "--config", "/dev/stdin"], env=warm_env, cwd=tmp_path,
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = subprocess.Popen(
+            [str(BIN / "rpo"), "config", "--config", "/dev/stdin"],
+            env=warm_env,
+            cwd=tmp_path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 30
         while time.time() < deadline and not children(pid):
             time.sleep(0.05)

@@ -1,18 +1,34 @@
 """The Snakemake DAG: planning (micro and the paper's full grid), lint, a whole run on the micro config with one
 ablation, sidecars traced to MLflow, the HTML report, and reruns limited to what a change or a target needs."""
+
 import json
 import re
 import sqlite3
 import time
 
 import pandas as pd
-
 from conftest import REPO, snakemake, write_config
 
-MICRO_JOBS = {"resolve_config": 1, "resolve_shared_config": 1, "resolve_ablation_config": 1, "resolve_table_config": 4,
-              "prepare_data": 1, "init_model": 2, "reference_logprobs": 2, "train": 8, "generate": 8, "score": 8,
-              "generate_ood": 8, "score_ood": 8, "judge": 12, "table2": 1, "table3": 1, "ablation_table": 4,
-              "figure1": 1, "figure2": 1, "paper_comparison": 1, "mlflow_report_run": 1, "all": 1}
+MICRO_JOBS = {
+    "resolve_config": 7,
+    "prepare_data": 1,
+    "init_model": 2,
+    "reference_logprobs": 2,
+    "train": 8,
+    "generate": 8,
+    "score": 8,
+    "generate_ood": 8,
+    "score_ood": 8,
+    "judge": 12,
+    "table2": 1,
+    "table3": 1,
+    "ablation_table": 4,
+    "figure1": 1,
+    "figure2": 1,
+    "paper_comparison": 1,
+    "mlflow_report_run": 1,
+    "all": 1,
+}
 TABLES = ["table2", "table3", "table4", "table5", "table6", "table7"]
 
 
@@ -40,9 +56,12 @@ def test_the_paper_grid_plans_in_under_five_seconds(tmp_path):
 
 
 def test_ablations_plan_their_data_variants(tmp_path, micro_config):
-    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}},
-                                 "density0.5": {"methods": ["rpo"], "data": {"density": 0.5}},
-                                 "noise0.1": {"methods": ["rpo", "sft"], "data": {"noise": 0.1}}}
+    micro_config["ablations"] = {
+        "default": {},
+        "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}},
+        "density0.5": {"methods": ["rpo"], "data": {"density": 0.5}},
+        "noise0.1": {"methods": ["rpo", "sft"], "data": {"noise": 0.1}},
+    }
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
     result = snakemake(tmp_path, "-n", "-p", "--configfile", str(cfg))
     counts = job_counts(result.stdout)
@@ -75,7 +94,9 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
         for ext in ("md", "csv", "tex", "runs.json"):
             assert (res / "tables" / f"{table}.{ext}").is_file(), f"{table}.{ext}"
     for figure in ("figure1_training_time", "figure2_kl"):
-        assert (res / "figures" / f"{figure}.png").stat().st_size > 1000 and (res / "figures" / f"{figure}.pdf").is_file()
+        assert (res / "figures" / f"{figure}.png").stat().st_size > 1000 and (
+            res / "figures" / f"{figure}.pdf"
+        ).is_file()
     table2 = pd.read_csv(res / "tables" / "table2.csv")
     rouge = table2[table2["metric"] == "rouge_l"]
     assert len(rouge) == 8 and rouge["value"].between(0, 1).all()
@@ -87,10 +108,24 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
     with sqlite3.connect(tmp_path / "results" / "mlflow.db") as con:
         rules = dict(con.execute("select value, count(*) from tags where key = 'rule' group by value").fetchall())
         run_ids = {r for (r,) in con.execute("select run_uuid from runs")}
-        report_artifacts = con.execute("select artifact_uri from runs r join tags t on r.run_uuid = t.run_uuid "
-                                       "where t.key = 'rule' and t.value = 'report'").fetchall()
-    assert rules == {"train": 10, "generate": 10, "score": 10, "generate_ood": 8, "score_ood": 8, "judge": 14, "report": 1}
-    for sidecar in [*res.glob("tables/*.runs.json"), *res.glob("figures/*.runs.json"), res / "paper_comparison.runs.json"]:
+        report_artifacts = con.execute(
+            "select artifact_uri from runs r join tags t on r.run_uuid = t.run_uuid "
+            "where t.key = 'rule' and t.value = 'report'"
+        ).fetchall()
+    assert rules == {
+        "train": 10,
+        "generate": 10,
+        "score": 10,
+        "generate_ood": 8,
+        "score_ood": 8,
+        "judge": 14,
+        "report": 1,
+    }
+    for sidecar in [
+        *res.glob("tables/*.runs.json"),
+        *res.glob("figures/*.runs.json"),
+        res / "paper_comparison.runs.json",
+    ]:
         ids = json.loads(sidecar.read_text())["mlflow_run_ids"]
         assert ids and set(ids) <= run_ids, sidecar.name
     report_run = json.loads((res / "report_run.json").read_text())
@@ -107,8 +142,16 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
     micro_config["ablations"]["beta5"]["objective"]["beta"] = 3.0
     write_config(tmp_path / "micro.yaml", micro_config)
     assert job_counts(snakemake(tmp_path, "-n", "--configfile", str(cfg)).stdout) == {
-        "resolve_config": 1, "resolve_ablation_config": 1, "resolve_table_config": 1, "train": 2, "generate": 2,
-        "score": 2, "judge": 2, "ablation_table": 1, "paper_comparison": 1, "mlflow_report_run": 1, "all": 1}
+        "resolve_config": 3,
+        "train": 2,
+        "generate": 2,
+        "score": 2,
+        "judge": 2,
+        "ablation_table": 1,
+        "paper_comparison": 1,
+        "mlflow_report_run": 1,
+        "all": 1,
+    }
     micro_config["ablations"]["beta5"]["objective"]["beta"] = 5.0
     write_config(tmp_path / "micro.yaml", micro_config)
 

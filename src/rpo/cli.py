@@ -1,4 +1,10 @@
-"""`rpo`: one subcommand per pipeline stage; the Snakemake rules call these. Imports stay lazy so jobs start fast."""
+"""`rpo`: one subcommand per pipeline step; the Snakemake rules call these.
+
+Each subcommand imports its stage's modules when it runs: importing every stage costs about 8 s on 2 cores (torch,
+transformers, accelerate, MLflow, seaborn), which `rpo config`, a report step or the warm-start client would
+pay for nothing (`import rpo.cli` alone: under 0.1 s).
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -6,10 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
+from rpo import config, paper, versioning, warm
+from rpo.errors import ConfigError, DataError, JudgeError, VersioningError
+
 
 def _config(args) -> dict:
-    from rpo import config
-
     return config.load(args.config)
 
 
@@ -18,17 +27,13 @@ def _cell(args) -> dict:
 
 
 def cmd_config(args) -> None:
-    import yaml
-
-    from rpo import config
-
     raw = json.loads(args.json) if args.json else yaml.safe_load(Path(args.config).read_text())
     cfg = config.resolve(raw, source=args.config or "snakemake config")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
     if args.create_store:
-        from rpo import tracking
+        from rpo import tracking  # sets MLflow's retry defaults in os.environ when imported: only where it logs
 
         try:  # create the store early (jobs that race to create it take a lock)
             tracking.experiment_id(cfg["mlflow"]["experiment"])
@@ -38,21 +43,19 @@ def cmd_config(args) -> None:
 
 
 def cmd_prepare_data(args) -> None:
-    from rpo import data
+    from rpo.data import prepare
 
-    manifest = data.prepare(_config(args), args.out_dir)
+    manifest = prepare.prepare(_config(args), args.out_dir)
     print(json.dumps(manifest["rows"]))
 
 
 def cmd_data_variant(args) -> None:
-    from rpo import data
+    from rpo.data import variants
 
-    data.make_variant(_config(args), args.train, args.kind, args.value, args.out)
+    variants.make_variant(_config(args), args.train, args.kind, args.value, args.out)
 
 
 def cmd_version_data(args) -> None:
-    from rpo import versioning
-
     print(versioning.track(args.path))
 
 
@@ -64,45 +67,46 @@ def cmd_mlflow_import(args) -> None:
 
 
 def cmd_init_model(args) -> None:
-    from rpo import reference
+    from rpo.reference import init
 
-    reference.init_model(_config(args), args.model, args.train, args.out_dir, args.eval)
+    init.init_model(_config(args), args.model, args.train, args.out_dir, args.eval)
 
 
 def cmd_sample_data(args) -> None:
-    from rpo import reference
+    from rpo.reference import sample
 
-    print(json.dumps(reference.sample_training_data(_config(args), args.model, args.model_dir, args.train, args.out)))
+    print(json.dumps(sample.sample_training_data(_config(args), args.model, args.model_dir, args.train, args.out)))
 
 
 def cmd_ref_logprobs(args) -> None:
-    from rpo import reference
+    from rpo.reference import logprobs
 
-    reference.compute_ref_logprobs(_config(args), args.model, args.model_dir, args.train, args.out)
+    logprobs.compute_ref_logprobs(_config(args), args.model, args.model_dir, args.train, args.out)
 
 
 def cmd_train(args) -> None:
-    from rpo import train
+    from rpo.train import loop
 
-    summary = train.train(_config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train,
-                          args.eval)
+    summary = loop.train(
+        _config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train, args.eval
+    )
     print(json.dumps({k: summary.get(k) for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
 
 
 def cmd_generate(args) -> None:
-    from rpo import generate
+    from rpo.evaluate import generate
 
     generate.generate(_config(args), _cell(args), args.model_dir, args.eval, args.out)
 
 
 def cmd_generate_ood(args) -> None:
-    from rpo import generate
+    from rpo.evaluate import generate
 
     generate.generate_ood(_config(args), _cell(args), args.model_dir, args.out)
 
 
 def cmd_score_ood(args) -> None:
-    from rpo import score
+    from rpo.evaluate import score
 
     print(json.dumps(score.score_ood(_config(args), _cell(args), args.generations, args.out)["benchmarks"]))
 
@@ -116,30 +120,36 @@ def _by_method(paths: list[str]) -> dict:
 
 
 def cmd_judge(args) -> None:
-    from rpo import judges
+    from rpo.evaluate import judges
 
     result = judges.run(_config(args), _cell(args), args.judge, args.scope, _by_method(args.generations), args.out)
     print(json.dumps({"in_domain": result["in_domain"], "ood": result["ood"], "calls": result["backend_calls"]}))
 
 
 def cmd_score(args) -> None:
-    from rpo import score
+    from rpo.evaluate import score
 
     print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out)["metrics"]))
 
 
 def cmd_report(args) -> None:
-    from rpo import report
-
     cfg = _config(args)
-    if args.what in report.TABLES:
-        print(report.write_table(cfg, args.what, args.inputs, args.out_prefix))
-    elif args.what in ("figure1", "figure2"):
-        report.write_figure(cfg, args.what, args.inputs, args.out_prefix)
+    if args.what in paper.TABLES:
+        from rpo.report import tables
+
+        print(tables.write_table(cfg, args.what, args.inputs, args.out_prefix))
+    elif args.what in paper.FIGURES:
+        from rpo.report import figures
+
+        figures.write_figure(cfg, args.what, args.inputs, args.out_prefix)
     elif args.what == "paper_comparison":
-        report.paper_comparison(cfg, args.inputs, args.out_prefix)
+        from rpo.report import comparison
+
+        comparison.paper_comparison(cfg, args.inputs, args.out_prefix)
     else:
-        print(f"MLflow report run: {report.log_report_run(cfg, args.inputs, args.out_prefix)}")
+        from rpo.report import mlflow_run
+
+        print(f"MLflow report run: {mlflow_run.log_report_run(cfg, args.inputs, args.out_prefix)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,20 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", required=True, type=float)
     p.add_argument("--out", required=True)
 
-    p = step("version-data", cmd_version_data, "version prepared tables with DVC (dvc add, then dvc push)", config=False)
+    p = step(
+        "version-data", cmd_version_data, "version prepared tables with DVC (dvc add, then dvc push)", config=False
+    )
     p.add_argument("--path", required=True, help="folder of prepared tables")
 
     p = step("mlflow-import", cmd_mlflow_import, "import runs recorded while MLflow was unreachable", config=False)
     p.add_argument("folders", nargs="+", help="job folders holding mlflow_offline.json")
 
-    p = step("init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)")
+    p = step(
+        "init-model", cmd_init_model, "create the reference model (tiny from scratch, or point at a pretrained one)"
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--train", required=True, help="train.parquet (a tiny model's tokenizer is built from it)")
     p.add_argument("--eval", help="eval.parquet: its prompts are kept out of pretraining demonstrations")
     p.add_argument("--out-dir", required=True)
 
-    p = step("sample-data", cmd_sample_data, "sample the reference's completions on the training prompts and score "
-             "them with the synthetic world's true reward (its training set)")
+    p = step(
+        "sample-data",
+        cmd_sample_data,
+        "sample the reference's completions on the training prompts and score "
+        "them with the synthetic world's true reward (its training set)",
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--train", required=True, help="prepared train.parquet: its prompts are used")
@@ -222,41 +240,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("judge", cmd_judge, "pairwise win rates of RPO against each baseline, by one judge", cell=True)
     p.add_argument("--judge", required=True, help="a name under judge.judges")
     p.add_argument("--scope", choices=["in_domain", "ood"], default="in_domain")
-    p.add_argument("--generations", nargs="+", required=True,
-                   help="method=path pairs: rpo= and the systems it is compared with (generations or ood_generations)")
+    p.add_argument(
+        "--generations",
+        nargs="+",
+        required=True,
+        help="method=path pairs: rpo= and the systems it is compared with (generations or ood_generations)",
+    )
     p.add_argument("--out", required=True)
 
     p = step("score", cmd_score, "score generations (BERTScore, ROUGE-L, toxicity, Distinct-2, length)", cell=True)
     p.add_argument("--generations", required=True)
     p.add_argument("--out", required=True)
 
-    p = step("report", cmd_report, "write a table (md, csv, tex), a figure (png, pdf), the paper comparison, "
-             "or the MLflow report run; each with a sidecar of run ids and md5s")
-    p.add_argument("--what", required=True, choices=["table2", "table3", "table4", "table5", "table6", "table7", "figure1",
-                                                     "figure2", "paper_comparison", "mlflow_run"])
-    p.add_argument("--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)")
-    p.add_argument("inputs", nargs="*", help="per-run files (scores.json, <scope>_rpo_vs_<baseline>.json, ood_scores.json, train.json, "
-                   "kl.csv), table CSVs (paper_comparison), or report files (mlflow_run)")
+    p = step(
+        "report",
+        cmd_report,
+        "write a table (md, csv, tex), a figure (png, pdf), the paper comparison, "
+        "or the MLflow report run; each with a sidecar of run ids and md5s",
+    )
+    p.add_argument("--what", required=True, choices=[*paper.TABLES, *paper.FIGURES, "paper_comparison", "mlflow_run"])
+    p.add_argument(
+        "--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)"
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        help="per-run files (scores.json, <scope>_rpo_vs_<baseline>.json, ood_scores.json, train.json, "
+        "kl.csv), table CSVs (paper_comparison), or report files (mlflow_run)",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None, warm: bool = True) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if warm:
-        from rpo import warm as warm_start
-
-        if warm_start.enabled() and (code := warm_start.run_via_server(argv)) is not None:
-            return code
+def run(argv: list[str]) -> int:
+    """Run one step in this process; the exit code (2: an error the user can act on, its message printed)."""
     args = build_parser().parse_args(argv)
-    from rpo.errors import ConfigError, DataError, VersioningError
-    from rpo.judges import JudgeError
-
     try:
         args.func(args)
     except (ConfigError, DataError, VersioningError, JudgeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rpo`: with RPO_WARM=1, the step runs in a child of the warm server (rpo.warm), else here."""
+    argv = sys.argv[1:] if argv is None else argv
+    if warm.enabled() and (code := warm.run_via_server(argv, entry="rpo.cli:run")) is not None:
+        return code
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Config loading and validation: one JSON Schema (workflow/schemas/config.schema.yaml) for every config."""
+
 from __future__ import annotations
 
 import copy
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from rpo import paper
 from rpo.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -28,7 +30,7 @@ def _validator_class():
 
 
 def _defaulting_validator():
-    import jsonschema
+    import jsonschema  # the warm client imports this module; only validating needs jsonschema (~0.1 s in each of a run's hundreds of steps)
 
     base = jsonschema.Draft202012Validator
     check_properties = base.VALIDATORS["properties"]
@@ -82,8 +84,15 @@ def resolve(raw: dict, source: str = "config") -> dict:
 
 def _check_cross_references(cfg: dict, source: str) -> None:
     if "default" not in cfg["ablations"]:
-        raise ConfigError(f"{source}: config key 'ablations.default': required (the unablated runs behind Table II; may be {{}})")
+        raise ConfigError(
+            f"{source}: config key 'ablations.default': required (the unablated runs behind Table II; may be {{}})"
+        )
     for name, ablation in cfg["ablations"].items():
+        if ablation.get("table") and ablation["table"] not in paper.ABLATION_TABLES:
+            raise ConfigError(
+                f"{source}: config key 'ablations.{name}.table': '{ablation['table']}' is not one of "
+                f"{sorted(paper.ABLATION_TABLES)}"
+            )
         for method in ablation.get("methods", []):
             if method not in cfg["methods"]:
                 raise ConfigError(
@@ -103,10 +112,14 @@ def _check_cross_references(cfg: dict, source: str) -> None:
         if judge["backend"] == "oracle" and data["source"] != "synthetic":
             raise ConfigError(f"{key}.backend': the oracle judge knows only the synthetic world's rewards")
     if data["sample_from_reference"]["completions"] and data["source"] != "synthetic":
-        raise ConfigError(f"{source}: config key 'data.sample_from_reference': needs data.source 'synthetic' (its reward)")
+        raise ConfigError(
+            f"{source}: config key 'data.sample_from_reference': needs data.source 'synthetic' (its reward)"
+        )
     synthetic_only = {"true_reward", "constraint_accuracy"} & set(cfg["score"]["metrics"])
     if synthetic_only and data["source"] != "synthetic":
-        raise ConfigError(f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'")
+        raise ConfigError(
+            f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'"
+        )
     for name, model in cfg["models"].items():
         if model["source"] in ("pretrained", "gguf") and not model.get("path"):
             raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")
@@ -192,40 +205,3 @@ def slice_for(cfg: dict, ablations: list[str]) -> dict:
     keep = ["default", *ablations] if ablations else []
     out["ablations"] = {name: out["ablations"][name] for name in dict.fromkeys(keep)} or {"default": {}}
     return out
-
-
-def ablation_table(cfg: dict, name: str) -> str | None:
-    """Which paper table an ablation belongs to: its `table` key, or what its override changes."""
-    spec = cfg["ablations"][name]
-    if name == "default":
-        return None
-    if spec.get("table"):
-        return spec["table"]
-    data, objective = spec.get("data", {}), spec.get("objective", {})
-    if objective.get("rpo", {}).get("estimator") == "none":
-        return "table5"
-    if "beta" in objective:
-        return "table4"
-    if "density" in data:
-        return "table6"
-    if "noise" in data:
-        return "table7"
-    return None
-
-
-def ablation_label(cfg: dict, name: str) -> str:
-    """The row label of an ablation in its table: beta, density %, noise sigma, or its name."""
-    spec = cfg["ablations"][name]
-    if spec.get("label"):
-        return spec["label"]
-    table = ablation_table(cfg, name)
-    merged = for_ablation(cfg, name)
-    if table == "table4":
-        return f"beta={merged['objective']['beta']:g}"
-    if table == "table5":
-        return "w/o V_hat"
-    if table == "table6":
-        return f"{100 * merged['data']['density']:g}%"
-    if table == "table7":
-        return f"sigma={merged['data']['noise']:g}"
-    return name

@@ -11,3 +11,7 @@ class DataError(ValueError):
 
 class VersioningError(RuntimeError):
     """DVC could not version the data; the message says what to do."""
+
+
+class JudgeError(RuntimeError):
+    """A judge call failed for good (bad request, missing key, retries exhausted)."""

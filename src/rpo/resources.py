@@ -1,4 +1,5 @@
 """Locate files: a local path, or `pkg:<module>/<path inside it>` for data shipped inside an installed package."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,7 +34,7 @@ def resolve(ref: str, key: str = "") -> str:
     """A `pkg:` reference as a filesystem path; anything else (path or hub id) unchanged."""
     if not is_package_ref(ref):
         return ref
-    module, _, inner = ref[len(PACKAGE_PREFIX):].partition("/")
+    module, _, inner = ref[len(PACKAGE_PREFIX) :].partition("/")
     path = package_folder(module, key) / inner
     if not path.exists():
         raise ConfigError(f"config key '{key}': '{ref}' points at {path}, which does not exist")

@@ -4,14 +4,17 @@ Default store: sqlite at results/mlflow.db (relative to the working directory); 
 When the tracking store cannot be reached, the job goes on and records the run in
 <job folder>/mlflow_offline.json; `rpo mlflow-import <folder>` replays it into MLflow later.
 """
+
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_DB = Path("results") / "mlflow.db"
@@ -29,13 +32,21 @@ def tracking_uri() -> str:
 
 @functools.cache
 def git_commit() -> str:
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit of the checkout the code runs from (an editable install), else of the working directory
+    (where Snakemake runs the workflow); 'unknown' outside git."""
+    for folder in (Path(__file__).resolve().parent, Path.cwd()):
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(folder), "rev-parse", "--verify", "-q", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return "unknown"
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict:
@@ -56,8 +67,6 @@ def _store_lock():
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
     lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
@@ -69,7 +78,7 @@ def _store_lock():
 
 
 def experiment_id(name: str) -> str:
-    import mlflow
+    import mlflow  # lazy: a node without mlflow records its runs offline (Run.start), and it costs ~1.5 s to import
 
     mlflow.set_tracking_uri(tracking_uri())
     with _store_lock():
@@ -91,8 +100,15 @@ class Run:
 
     def __init__(self, folder: Path, experiment: str, name: str, tags: dict, run_id: str | None = None):
         self.folder, self.run_id, self.client = Path(folder), run_id, None
-        self.record = {"experiment": experiment, "run_name": name, "tags": tags, "params": {}, "metrics": [],
-                       "artifacts": [], "mlflow_run_id": run_id}
+        self.record = {
+            "experiment": experiment,
+            "run_name": name,
+            "tags": tags,
+            "params": {},
+            "metrics": [],
+            "artifacts": [],
+            "mlflow_run_id": run_id,
+        }
 
     def start(self) -> "Run":
         try:
@@ -101,7 +117,9 @@ class Run:
             exp = experiment_id(self.record["experiment"])
             self.client = MlflowClient(tracking_uri())
             if self.run_id is None:
-                self.run_id = self.client.create_run(exp, run_name=self.record["run_name"], tags=self.record["tags"]).info.run_id
+                self.run_id = self.client.create_run(
+                    exp, run_name=self.record["run_name"], tags=self.record["tags"]
+                ).info.run_id
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store
             self._go_offline(exc)
         return self
@@ -112,8 +130,11 @@ class Run:
 
     def _go_offline(self, exc: Exception) -> None:
         if "offline_reason" not in self.record:
-            print(f"MLflow unreachable at {tracking_uri()} ({type(exc).__name__}); recording this run in "
-                  f"{self.folder / OFFLINE_FILE} (replay it with `rpo mlflow-import {self.folder}`)", file=sys.stderr)
+            print(
+                f"MLflow unreachable at {tracking_uri()} ({type(exc).__name__}); recording this run in "
+                f"{self.folder / OFFLINE_FILE} (replay it with `rpo mlflow-import {self.folder}`)",
+                file=sys.stderr,
+            )
         self.client = None
         self.record["offline_reason"] = f"{type(exc).__name__}: {exc}"[:500]
         self._write()
@@ -143,8 +164,6 @@ class Run:
         self._call(online, lambda: self.record["params"].update(params))
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        import time
-
         stamp = int(time.time() * 1000)
         rows = [(k, float(v), step or 0) for k, v in metrics.items()]
 
@@ -171,13 +190,25 @@ class Run:
 
 
 @contextlib.contextmanager
-def run(cfg: dict, stage: str, folder, cell: dict | None = None, params: dict | None = None, tags: dict | None = None,
-        run_id: str | None = None):
+def run(
+    cfg: dict,
+    stage: str,
+    folder,
+    cell: dict | None = None,
+    params: dict | None = None,
+    tags: dict | None = None,
+    run_id: str | None = None,
+):
     """An MLflow run for one job; `cell` holds the wildcards (model, method, ablation, seed), `folder` is
     where the job writes (and where an offline record goes). `run_id` reopens an earlier run."""
     cell = cell or {}
-    all_tags = {"config": cfg["name"], "rule": stage, "git_commit": git_commit(), **{k: str(v) for k, v in cell.items()},
-                **(tags or {})}
+    all_tags = {
+        "config": cfg["name"],
+        "rule": stage,
+        "git_commit": git_commit(),
+        **{k: str(v) for k, v in cell.items()},
+        **(tags or {}),
+    }
     name = "/".join([stage, *(str(cell[k]) for k in ("model", "method", "ablation", "seed") if k in cell)])
     active = Run(folder, cfg["mlflow"]["experiment"], name, all_tags, run_id).start()
     if params and run_id is None:

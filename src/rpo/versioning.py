@@ -1,4 +1,5 @@
 """Data versioning with DVC. Snakemake owns the pipeline; DVC only versions the prepared tables."""
+
 from __future__ import annotations
 
 import shutil

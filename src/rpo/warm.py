@@ -14,31 +14,83 @@ writing straight to the client's streams. The pattern is Python's multiprocessin
 - The server exits after RPO_WARM_IDLE seconds (default 120) with no job; its socket lives in a 0700 folder.
 - Any failure to reach or start a server falls back to running the step in this process.
 """
+
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import importlib
 import json
 import os
+import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
-PRELOAD = ["numpy", "pandas", "pyarrow.parquet", "yaml", "jsonschema", "tqdm", "torch", "transformers",
-           "transformers.models.llama.modeling_llama", "transformers.models.t5.modeling_t5", "safetensors.torch",
-           "mlflow", "mlflow.tracking", "mlflow.entities", "mlflow.store.tracking.sqlalchemy_store",
-           "rouge_score.rouge_scorer", "bert_score", "rpo.cli", "rpo.config", "rpo.data", "rpo.modeling",
-           "rpo.objectives", "rpo.train", "rpo.generate", "rpo.score", "rpo.metrics", "rpo.judges", "rpo.reference",
-           "rpo.tracking", "rpo.report"]
+PRELOAD = [
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "yaml",
+    "jsonschema",
+    "tqdm",
+    "torch",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.t5.modeling_t5",
+    "safetensors.torch",
+    "mlflow",
+    "mlflow.tracking",
+    "mlflow.entities",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "rouge_score.rouge_scorer",
+    "bert_score",
+    "rpo.cli",
+    "rpo.config",
+    "rpo.tracking",
+    "rpo.data.prepare",
+    "rpo.data.variants",
+    "rpo.reference.init",
+    "rpo.reference.sample",
+    "rpo.reference.logprobs",
+    "rpo.train.loop",
+    "rpo.evaluate.generate",
+    "rpo.evaluate.score",
+    "rpo.evaluate.judges",
+    "rpo.report.tables",
+    "rpo.report.figures",
+    "rpo.report.comparison",
+    "rpo.report.mlflow_run",
+]
 # Read by libraries when they are imported, so a server started under other values would not behave the same.
-KEY_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "MLFLOW_", "TORCH", "PYTORCH_", "CUDA_",
-                "PYTHON", "LD_", "KMP_")
+KEY_PREFIXES = (
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "MLFLOW_",
+    "TORCH",
+    "PYTORCH_",
+    "CUDA_",
+    "PYTHON",
+    "LD_",
+    "KMP_",
+)
 # Set per job by Snakemake (the job's threads); applied in each child rather than fixed at the server's start.
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 START_TIMEOUT_S = 120
 _CODE = struct.Struct("!i")
 _STARTED = b"+"
@@ -46,8 +98,12 @@ _STARTED = b"+"
 
 def enabled() -> bool:
     """Asked for, on Linux, and not inside a SLURM job (one step per job there: nothing to share)."""
-    return (os.environ.get("RPO_WARM") == "1" and sys.platform.startswith("linux") and hasattr(socket, "send_fds")
-            and "SLURM_JOB_ID" not in os.environ)
+    return (
+        os.environ.get("RPO_WARM") == "1"
+        and sys.platform.startswith("linux")
+        and hasattr(socket, "send_fds")
+        and "SLURM_JOB_ID" not in os.environ
+    )
 
 
 def server_key(env=None) -> str:
@@ -104,8 +160,6 @@ def _connect(path: Path) -> socket.socket | None:
 
 def _start_server(path: Path) -> socket.socket | None:
     """Start a server for `path` (under a lock, so racing clients start one) and wait until it answers."""
-    import fcntl
-
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if conn := _connect(path):
@@ -115,8 +169,15 @@ def _start_server(path: Path) -> socket.socket | None:
         # The server imports torch without this job's thread limits: each child applies its own job's.
         env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
         with open(path.with_suffix(".log"), "ab") as log:
-            server = subprocess.Popen([sys.executable, "-m", "rpo.warm", str(path)], stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)
+            server = subprocess.Popen(
+                [sys.executable, "-m", "rpo.warm", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and server.poll() is None:
             if conn := _connect(path):
@@ -125,8 +186,9 @@ def _start_server(path: Path) -> socket.socket | None:
     return None
 
 
-def run_via_server(argv: list[str]) -> int | None:
-    """Run `rpo argv` in a forked child of the warm server; None when no server could be used."""
+def run_via_server(argv: list[str], entry: str) -> int | None:
+    """Run `entry(argv)` in a forked child of the warm server; None when no server could be used.
+    `entry` is a "module:function" string: the function takes argv and returns the exit code."""
     try:
         path = socket_path()
         conn = _connect(path) or _start_server(path)
@@ -137,7 +199,7 @@ def run_via_server(argv: list[str]) -> int | None:
         print(f"rpo: warm server did not start (see {path.with_suffix('.log')}); running directly", file=sys.stderr)
         return None
     with conn:
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        request = json.dumps({"entry": entry, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -159,8 +221,6 @@ def run_via_server(argv: list[str]) -> int | None:
 
 def _child(conn: socket.socket, set_at_import: dict) -> None:
     """In the forked child: become the client's `rpo` process, run the step, send the exit code."""
-    import threading
-
     header, fds, _, _ = socket.recv_fds(conn, _CODE.size, 3)
     request = json.loads(_recv_exact(conn, _CODE.unpack(header)[0]))
     for target, fd in enumerate(fds):
@@ -180,16 +240,15 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
         os._exit(143)
 
     threading.Thread(target=exit_when_client_leaves, daemon=True).start()
-    import numpy as np
+    import numpy as np  # preloaded by the server; the client, which imports this module, must not pay for them
     import torch
 
     np.random.seed()  # a fresh process's global numpy state is random; torch's default seed is fixed anyway
     if threads := os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, int(threads)))
-    from rpo import cli
-
+    module, _, function = request["entry"].partition(":")
     try:
-        code = cli.main(request["argv"], warm=False)
+        code = getattr(importlib.import_module(module), function)(request["argv"])
     except SystemExit as exc:  # as the interpreter treats it: None is 0, a message is printed and exits 1
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -197,8 +256,6 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
             print(exc.code, file=sys.stderr)
             code = 1
     except BaseException:  # noqa: BLE001 - report like an uncaught exception in a normal process
-        import traceback
-
         traceback.print_exc()
         code = 1
     sys.stdout.flush()
@@ -209,9 +266,6 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
 
 
 def serve(path: Path, idle_s: float) -> None:
-    import importlib
-    import select
-
     before = dict(os.environ)
     for name in PRELOAD:
         try:

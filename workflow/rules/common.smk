@@ -4,6 +4,7 @@ import re
 from snakemake.utils import validate
 
 from rpo import config as rpo_config
+from rpo import paper
 
 validate(config, "../schemas/config.schema.yaml")
 CFG = rpo_config.resolve(config, source="snakemake config")
@@ -11,15 +12,29 @@ RESULTS = f"results/{CFG['name']}"
 RUNS = rpo_config.runs(CFG)
 ABLATION_CFG = {name: rpo_config.for_ablation(CFG, name) for name in CFG["ablations"]}
 RUN_DIR = f"{RESULTS}/{{model}}/{{method}}/{{ablation}}/seed{{seed}}"
-CONDA_ENV = "../../environment.yml"
-# Every job reads the narrowest resolved config it depends on, so that changing one ablation reruns only its jobs:
-# the whole config (tables spanning ablations), one ablation's slice, or the slice every ablation shares.
-CONFIG_FILE = f"{RESULTS}/config.yaml"
-SHARED_CONFIG = f"{RESULTS}/configs/shared.yaml"
-ABLATION_CONFIG = f"{RESULTS}/configs/ablation_{{ablation}}.yaml"
-TABLE_CONFIG = f"{RESULTS}/configs/{{table}}.yaml"
 DATA = f"data/prepared/{CFG['name']}"
 JUDGES = list(CFG["judge"]["judges"])
+TABLE_DIR = f"{RESULTS}/tables"
+FIGURE_DIR = f"{RESULTS}/figures"
+
+
+# ----------------------------------------------------------------------------- what every thin rule shares
+CONDA_ENV = "../../environment.yml"
+# A training cell's wildcards as `rpo` flags, and where its jobs log.
+CELL_ARGS = (
+    "--model {wildcards.model} --method {wildcards.method} --ablation {wildcards.ablation} --seed {wildcards.seed}"
+)
+RUN_LOGS = f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}"
+
+
+def log_file(name):
+    """A rule's log, under results/<config>/logs/ (`name` may hold wildcards)."""
+    return f"{RESULTS}/logs/{name}.log"
+
+
+def rpo_step(args, launcher="rpo"):
+    """A thin rule's shell command: one `rpo` step, its output also written to the rule's log."""
+    return f"{launcher} {args} 2>&1 | tee {{log}}"
 
 
 wildcard_constraints:
@@ -28,20 +43,59 @@ wildcard_constraints:
     ablation="|".join(map(re.escape, CFG["ablations"])),
     seed=r"\d+",
     judge="|".join(map(re.escape, JUDGES)) or "no-judge-configured",
-    baseline="sft|kto|dro",
+    baseline="|".join(paper.BASELINES),
     scope="in_domain|ood",
+
+
+# ----------------------------------------------------------------------------- resolved configs
+# Every job reads the narrowest resolved config it depends on, so that changing one ablation reruns only its jobs:
+# the whole config (tables spanning ablations), one ablation's slice, an ablation table's, or the shared slice.
+CONFIG_FILE = f"{RESULTS}/config.yaml"
+SHARED_CONFIG = f"{RESULTS}/configs/shared.yaml"
+ABLATION_CONFIG = f"{RESULTS}/configs/ablation_{{ablation}}.yaml"
+TABLE_CONFIG = f"{RESULTS}/configs/{{table}}.yaml"
+DEFAULT_CONFIG = ABLATION_CONFIG.format(ablation="default")
+# The slices, as the `config_slice` wildcard of resolve_config's output: <RESULTS>/<config_slice>.yaml
+CONFIG_SLICES = "config|configs/shared|configs/ablation_({})|configs/({})".format(
+    "|".join(map(re.escape, CFG["ablations"])), "|".join(paper.ABLATION_TABLES)
+)
+
+
+def ablations_of(table):
+    return [a for a in CFG["ablations"] if paper.ablation_table(CFG, a) == table]
+
+
+def config_slice_json(name):
+    """The resolved config a slice holds: all of it, or what jobs depending on some ablations only read."""
+    if name == "config":
+        return json.dumps(CFG, sort_keys=True)
+    part = name.removeprefix("configs/")
+    if part == "shared":
+        ablations = []
+    elif part.startswith("ablation_"):
+        ablations = [part.removeprefix("ablation_")]
+    else:
+        ablations = ablations_of(part)
+    return json.dumps(rpo_config.slice_for(CFG, ablations), sort_keys=True)
+
+
+def ablation_config(wildcards):
+    return ABLATION_CONFIG.format(ablation=wildcards.ablation)
+
+
+def table_config(wildcards):
+    return TABLE_CONFIG.format(table=wildcards.table)
+
+
+# ----------------------------------------------------------------------------- data and runs
+SAMPLED = CFG["data"]["sample_from_reference"]["completions"] > 0
+# Folders of training tables: the shared prepared data, or each model's own when sampled from its reference.
+TABLE_FOLDERS = "|".join([re.escape(DATA), *(re.escape(f"{RESULTS}/{m}/data") for m in CFG["models"])])
 
 
 def run_paths(filename, ablation="default"):
     """One path per training cell of an ablation (None: of every ablation)."""
-    return [
-        f"{RUN_DIR.format(**cell)}/{filename}"
-        for cell in RUNS
-        if ablation in (None, cell["ablation"])
-    ]
-
-
-SAMPLED = CFG["data"]["sample_from_reference"]["completions"] > 0
+    return [f"{RUN_DIR.format(**cell)}/{filename}" for cell in RUNS if ablation in (None, cell["ablation"])]
 
 
 def model_data(model):
@@ -70,15 +124,16 @@ def ood_paths(filename):
     return run_paths(filename) if CFG["ood"]["benchmarks"] else []
 
 
-def ablation_config(wildcards):
-    return ABLATION_CONFIG.format(ablation=wildcards.ablation)
+def train_launcher(wildcards, resources):
+    """Several GPUs for one training job: `accelerate launch` with the FSDP config; else plain `rpo`."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus <= 1:
+        return "rpo"
+    fsdp = f"{workflow.basedir}/config/accelerate/fsdp.yaml"
+    return f"accelerate launch --config_file {fsdp} --num_processes {gpus} $(command -v rpo)"
 
 
-def config_slice(ablations):
-    """The resolved config of jobs that depend on these ablations only ([]: the jobs all ablations share)."""
-    return json.dumps(rpo_config.slice_for(CFG, ablations), sort_keys=True)
-
-
+# ----------------------------------------------------------------------------- judging
 def opponents(ablation):
     """Whom RPO of an ablation is judged against: every baseline by default, the configured one for an ablation."""
     if "rpo" not in rpo_config.ablation_methods(CFG, ablation):
@@ -99,29 +154,22 @@ def method_pairs(wildcards, paths):
     return [f"{method}={path}" for method, path in zip(["rpo", wildcards.baseline], paths)]
 
 
-def judge_paths(ablations=None, baselines=("sft", "kto", "dro"), scopes=("in_domain", "ood")):
+def judge_paths(ablations=None, baselines=paper.BASELINES, scopes=("in_domain", "ood")):
     """One win-rate file per (model, judge, ablation, seed, scope, baseline); OOD for the default runs only."""
-    return [f"{RESULTS}/{model}/judge/{judge}/{ablation}/seed{seed}/{scope}_rpo_vs_{baseline}.json"
-            for ablation in (ablations or CFG["ablations"]) for baseline in opponents(ablation) if baseline in baselines
-            for scope in scopes if scope == "in_domain" or (ablation == "default" and CFG["ood"]["benchmarks"])
-            for model in CFG["models"] for judge in JUDGES for seed in rpo_config.ablation_seeds(CFG, ablation)]
+    return [
+        f"{RESULTS}/{model}/judge/{judge}/{ablation}/seed{seed}/{scope}_rpo_vs_{baseline}.json"
+        for ablation in (ablations or CFG["ablations"])
+        for baseline in opponents(ablation)
+        if baseline in baselines
+        for scope in scopes
+        if scope == "in_domain" or (ablation == "default" and CFG["ood"]["benchmarks"])
+        for model in CFG["models"]
+        for judge in JUDGES
+        for seed in rpo_config.ablation_seeds(CFG, ablation)
+    ]
 
 
-TABLES = ["table2", "table3", "table4", "table5", "table6", "table7"]
-TABLE_DIR = f"{RESULTS}/tables"
-FIGURE_DIR = f"{RESULTS}/figures"
-FIGURES = {"figure1": "figure1_training_time", "figure2": "figure2_kl"}
-DEFAULT_CONFIG = ABLATION_CONFIG.format(ablation="default")
-
-
-def ablations_of(table):
-    return [a for a in CFG["ablations"] if rpo_config.ablation_table(CFG, a) == table]
-
-
-def table_config(wildcards):
-    return TABLE_CONFIG.format(table=wildcards.table)
-
-
+# ----------------------------------------------------------------------------- reports
 def ablation_table_inputs(wildcards):
     """Scores of RPO under the table's ablations and by default, and their win rates against the baseline."""
     ablations = [*ablations_of(wildcards.table), "default"]
@@ -131,8 +179,8 @@ def ablation_table_inputs(wildcards):
 
 def report_files():
     """Everything the MLflow report run and the HTML report hold."""
-    tables = [f"{TABLE_DIR}/{t}.{ext}" for t in TABLES for ext in ("md", "csv", "tex", "runs.json")]
-    figures = [f"{FIGURE_DIR}/{f}.{ext}" for f in FIGURES.values() for ext in ("png", "pdf", "runs.json")]
+    tables = [f"{TABLE_DIR}/{t}.{ext}" for t in paper.TABLES for ext in ("md", "csv", "tex", "runs.json")]
+    figures = [f"{FIGURE_DIR}/{f}.{ext}" for f in paper.FIGURES.values() for ext in ("png", "pdf", "runs.json")]
     return tables + figures + [f"{RESULTS}/paper_comparison.md", f"{RESULTS}/paper_comparison.runs.json"]
 
 
@@ -141,10 +189,24 @@ def out_prefix(wildcards, output):
     return output.runs.removesuffix(".runs.json")
 
 
-def train_launcher(wildcards, resources):
-    """Several GPUs for one training job: `accelerate launch` with the FSDP config; else plain `rpo`."""
-    gpus = int(getattr(resources, "gpu", 0) or 0)
-    if gpus <= 1:
-        return "rpo"
-    fsdp = f"{workflow.basedir}/config/accelerate/fsdp.yaml"
-    return f"accelerate launch --config_file {fsdp} --num_processes {gpus} $(command -v rpo)"
+def table_outputs(name):
+    """A table's Markdown (in the HTML report), CSV, LaTeX and sidecar of runs."""
+    return dict(
+        md=report(f"{TABLE_DIR}/{name}.md", caption="../report/table.rst", category="Tables"),
+        csv=f"{TABLE_DIR}/{name}.csv",
+        tex=f"{TABLE_DIR}/{name}.tex",
+        runs=f"{TABLE_DIR}/{name}.runs.json",
+    )
+
+
+def figure_outputs(name):
+    prefix = f"{FIGURE_DIR}/{paper.FIGURES[name]}"
+    return dict(
+        png=report(f"{prefix}.png", caption=f"../report/{name}.rst", category="Figures"),
+        pdf=f"{prefix}.pdf",
+        runs=f"{prefix}.runs.json",
+    )
+
+
+# Every report rule: one `rpo report` step, with what it makes and from which files as params and inputs.
+REPORT_STEP = "report --config {input.config} --what {params.what} --out-prefix {params.prefix} {input.runs}"

@@ -1,63 +1,19 @@
 rule resolve_config:
     output:
-        CONFIG_FILE,
-    params:
-        config_json=json.dumps(CFG, sort_keys=True),
+        f"{RESULTS}/{{config_slice}}.yaml",
     log:
-        f"{RESULTS}/logs/resolve_config.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=500,
-    shell:
-        "rpo config --json {params.config_json:q} --out {output} --create-store 2>&1 | tee {log}"
-
-
-rule resolve_shared_config:
-    output:
-        SHARED_CONFIG,
-    params:
-        config_json=config_slice([]),
-    log:
-        f"{RESULTS}/logs/resolve_shared_config.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=500,
-    shell:
-        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
-
-
-rule resolve_ablation_config:
-    output:
-        ABLATION_CONFIG,
-    params:
-        config_json=lambda wildcards: config_slice([wildcards.ablation]),
-    log:
-        f"{RESULTS}/logs/resolve_config_{{ablation}}.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=500,
-    shell:
-        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
-
-
-rule resolve_table_config:
-    output:
-        TABLE_CONFIG,
-    params:
-        config_json=lambda wildcards: config_slice(ablations_of(wildcards.table)),
+        log_file("resolve_{config_slice}"),
     wildcard_constraints:
-        table="table[4-7]",
-    log:
-        f"{RESULTS}/logs/resolve_config_{{table}}.log",
+        config_slice=CONFIG_SLICES,
     conda:
         CONDA_ENV
     resources:
         mem_mb=500,
+    params:
+        config_json=lambda wildcards: config_slice_json(wildcards.config_slice),
+        store=lambda wildcards: "--create-store" if wildcards.config_slice == "config" else "",
     shell:
-        "rpo config --json {params.config_json:q} --out {output} 2>&1 | tee {log}"
+        rpo_step("config --json {params.config_json:q} --out {output} {params.store}")
 
 
 rule prepare_data:
@@ -68,108 +24,37 @@ rule prepare_data:
         eval=f"{DATA}/eval.parquet",
         manifest=f"{DATA}/manifest.json",
     log:
-        f"{RESULTS}/logs/prepare_data.log",
+        log_file("prepare_data"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
-        "rpo prepare-data --config {input.config} --out-dir $(dirname {output.train}) 2>&1 | tee {log}"
+        rpo_step("prepare-data --config {input.config} --out-dir $(dirname {output.train})")
 
 
+# The ablations' training tables: of the shared prepared data, or of a model's tables sampled from its reference.
 rule data_variant:
     input:
         config=SHARED_CONFIG,
-        train=rules.prepare_data.output.train,
+        train="{tables}/train.parquet",
     output:
-        f"{DATA}/train_{{kind}}{{value}}.parquet",
+        "{tables}/train_{kind}{value}.parquet",
+    log:
+        log_file("data_variant/{tables}/{kind}{value}"),
     wildcard_constraints:
+        tables=TABLE_FOLDERS,
         kind="density|noise",
         value=r"[0-9.]+",
-    log:
-        f"{RESULTS}/logs/data_variant_{{kind}}{{value}}.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
-        "rpo data-variant --config {input.config} --train {input.train} --kind {wildcards.kind} "
-        "--value {wildcards.value} --out {output} 2>&1 | tee {log}"
-
-
-rule init_model:
-    input:
-        config=SHARED_CONFIG,
-        train=rules.prepare_data.output.train,
-        eval=rules.prepare_data.output.eval,
-    output:
-        directory(f"{RESULTS}/{{model}}/reference"),
-    log:
-        f"{RESULTS}/logs/{{model}}/init_model.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=2000,
-    shell:
-        "rpo init-model --config {input.config} --model {wildcards.model} --train {input.train} --eval {input.eval} "
-        "--out-dir {output} 2>&1 | tee {log}"
-
-
-rule sample_training_data:
-    input:
-        config=SHARED_CONFIG,
-        model=rules.init_model.output,
-        train=rules.prepare_data.output.train,
-    output:
-        train=f"{RESULTS}/{{model}}/data/train.parquet",
-        manifest=f"{RESULTS}/{{model}}/data/manifest.json",
-    log:
-        f"{RESULTS}/logs/{{model}}/sample_training_data.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=3000,
-    shell:
-        "rpo sample-data --config {input.config} --model {wildcards.model} --model-dir {input.model} "
-        "--train {input.train} --out {output.train} 2>&1 | tee {log}"
-
-
-rule model_data_variant:
-    input:
-        config=SHARED_CONFIG,
-        train=rules.sample_training_data.output.train,
-    output:
-        f"{RESULTS}/{{model}}/data/train_{{kind}}{{value}}.parquet",
-    wildcard_constraints:
-        kind="density|noise",
-        value=r"[0-9.]+",
-    log:
-        f"{RESULTS}/logs/{{model}}/data_variant_{{kind}}{{value}}.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=2000,
-    shell:
-        "rpo data-variant --config {input.config} --train {input.train} --kind {wildcards.kind} "
-        "--value {wildcards.value} --out {output} 2>&1 | tee {log}"
-
-
-rule reference_logprobs:
-    input:
-        config=SHARED_CONFIG,
-        model=rules.init_model.output,
-        train=base_training_table,
-    output:
-        f"{RESULTS}/{{model}}/reference_logprobs.parquet",
-    log:
-        f"{RESULTS}/logs/{{model}}/reference_logprobs.log",
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=4000,
-    shell:
-        "rpo ref-logprobs --config {input.config} --model {wildcards.model} --model-dir {input.model} "
-        "--train {input.train} --out {output} 2>&1 | tee {log}"
+        rpo_step(
+            "data-variant --config {input.config} --train {input.train} --kind {wildcards.kind} "
+            "--value {wildcards.value} --out {output}"
+        )
 
 
 rule version_data:
@@ -179,13 +64,13 @@ rule version_data:
         manifest=rules.prepare_data.output.manifest,
     output:
         f"{DATA}.dvc",
-    params:
-        folder=lambda wildcards, output: output[0].removesuffix(".dvc"),
     log:
-        f"{RESULTS}/logs/version_data.log",
+        log_file("version_data"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        folder=lambda wildcards, output: output[0].removesuffix(".dvc"),
     shell:
-        "rpo version-data --path {params.folder} 2>&1 | tee {log}"
+        rpo_step("version-data --path {params.folder}")

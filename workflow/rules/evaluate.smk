@@ -6,15 +6,15 @@ rule generate:
     output:
         f"{RUN_DIR}/generations.jsonl",
     log:
-        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/generate.log",
+        f"{RUN_LOGS}/generate.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=4000,
     shell:
-        "rpo generate --config {input.config} --model {wildcards.model} --method {wildcards.method} "
-        "--ablation {wildcards.ablation} --seed {wildcards.seed} --model-dir {input.model} "
-        "--eval {input.eval} --out {output} 2>&1 | tee {log}"
+        rpo_step(
+            f"generate --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --eval {{input.eval}} --out {{output}}"
+        )
 
 
 rule score:
@@ -24,15 +24,13 @@ rule score:
     output:
         f"{RUN_DIR}/scores.json",
     log:
-        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/score.log",
+        f"{RUN_LOGS}/score.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=2000,
     shell:
-        "rpo score --config {input.config} --model {wildcards.model} --method {wildcards.method} "
-        "--ablation {wildcards.ablation} --seed {wildcards.seed} --generations {input.generations} "
-        "--out {output} 2>&1 | tee {log}"
+        rpo_step(f"score --config {{input.config}} {CELL_ARGS} --generations {{input.generations}} --out {{output}}")
 
 
 rule generate_ood:
@@ -42,14 +40,13 @@ rule generate_ood:
     output:
         f"{RUN_DIR}/ood_generations.jsonl",
     log:
-        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/generate_ood.log",
+        f"{RUN_LOGS}/generate_ood.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=4000,
     shell:
-        "rpo generate-ood --config {input.config} --model {wildcards.model} --method {wildcards.method} "
-        "--ablation {wildcards.ablation} --seed {wildcards.seed} --model-dir {input.model} --out {output} 2>&1 | tee {log}"
+        rpo_step(f"generate-ood --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --out {{output}}")
 
 
 rule score_ood:
@@ -59,15 +56,15 @@ rule score_ood:
     output:
         f"{RUN_DIR}/ood_scores.json",
     log:
-        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/score_ood.log",
+        f"{RUN_LOGS}/score_ood.log",
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
     shell:
-        "rpo score-ood --config {input.config} --model {wildcards.model} --method {wildcards.method} "
-        "--ablation {wildcards.ablation} --seed {wildcards.seed} --generations {input.generations} "
-        "--out {output} 2>&1 | tee {log}"
+        rpo_step(
+            f"score-ood --config {{input.config}} {CELL_ARGS} --generations {{input.generations}} --out {{output}}"
+        )
 
 
 rule judge:
@@ -76,15 +73,17 @@ rule judge:
         generations=judged_generations,
     output:
         f"{RESULTS}/{{model}}/judge/{{judge}}/{{ablation}}/seed{{seed}}/{{scope}}_rpo_vs_{{baseline}}.json",
-    params:
-        generations=lambda wildcards, input: method_pairs(wildcards, input.generations),
     log:
-        f"{RESULTS}/logs/{{model}}/judge/{{judge}}_{{ablation}}_seed{{seed}}_{{scope}}_rpo_vs_{{baseline}}.log",
+        log_file("{model}/judge/{judge}_{ablation}_seed{seed}_{scope}_rpo_vs_{baseline}"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=2000,
+    params:
+        generations=lambda wildcards, input: method_pairs(wildcards, input.generations),
     shell:
-        "rpo judge --config {input.config} --model {wildcards.model} --method rpo --ablation {wildcards.ablation} "
-        "--seed {wildcards.seed} --judge {wildcards.judge} --scope {wildcards.scope} --generations {params.generations} "
-        "--out {output} 2>&1 | tee {log}"
+        rpo_step(
+            "judge --config {input.config} --model {wildcards.model} --method rpo --ablation {wildcards.ablation} "
+            "--seed {wildcards.seed} --judge {wildcards.judge} --scope {wildcards.scope} "
+            "--generations {params.generations} --out {output}"
+        )

@@ -3,20 +3,18 @@ rule table2:
         config=DEFAULT_CONFIG,
         runs=run_paths("scores.json") + judge_paths(["default"], scopes=["in_domain"]),
     output:
-        md=report(f"{TABLE_DIR}/table2.md", caption="../report/table.rst", category="Tables"),
-        csv=f"{TABLE_DIR}/table2.csv",
-        tex=f"{TABLE_DIR}/table2.tex",
-        runs=f"{TABLE_DIR}/table2.runs.json",
-    params:
-        prefix=out_prefix,
+        **table_outputs("table2"),
     log:
-        f"{RESULTS}/logs/table2.log",
+        log_file("table2"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        what="table2",
+        prefix=out_prefix,
     shell:
-        "rpo report --config {input.config} --what table2 --out-prefix {params.prefix} {input.runs} 2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule table3:
@@ -24,20 +22,18 @@ rule table3:
         config=DEFAULT_CONFIG,
         runs=judge_paths(["default"], scopes=["ood"]) + ood_paths("ood_scores.json"),
     output:
-        md=report(f"{TABLE_DIR}/table3.md", caption="../report/table.rst", category="Tables"),
-        csv=f"{TABLE_DIR}/table3.csv",
-        tex=f"{TABLE_DIR}/table3.tex",
-        runs=f"{TABLE_DIR}/table3.runs.json",
-    params:
-        prefix=out_prefix,
+        **table_outputs("table3"),
     log:
-        f"{RESULTS}/logs/table3.log",
+        log_file("table3"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        what="table3",
+        prefix=out_prefix,
     shell:
-        "rpo report --config {input.config} --what table3 --out-prefix {params.prefix} {input.runs} 2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule ablation_table:
@@ -45,23 +41,20 @@ rule ablation_table:
         config=table_config,
         runs=ablation_table_inputs,
     output:
-        md=report(f"{TABLE_DIR}/{{table}}.md", caption="../report/table.rst", category="Tables"),
-        csv=f"{TABLE_DIR}/{{table}}.csv",
-        tex=f"{TABLE_DIR}/{{table}}.tex",
-        runs=f"{TABLE_DIR}/{{table}}.runs.json",
-    wildcard_constraints:
-        table="table[4-7]",
-    params:
-        prefix=out_prefix,
+        **table_outputs("{table}"),
     log:
-        f"{RESULTS}/logs/{{table}}.log",
+        log_file("{table}"),
+    wildcard_constraints:
+        table="|".join(paper.ABLATION_TABLES),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        what="{table}",
+        prefix=out_prefix,
     shell:
-        "rpo report --config {input.config} --what {wildcards.table} --out-prefix {params.prefix} "
-        "{input.runs} 2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule figure1:
@@ -69,20 +62,18 @@ rule figure1:
         config=DEFAULT_CONFIG,
         runs=run_paths("train.json"),
     output:
-        png=report(f"{FIGURE_DIR}/{FIGURES['figure1']}.png", caption="../report/figure1.rst", category="Figures"),
-        pdf=f"{FIGURE_DIR}/{FIGURES['figure1']}.pdf",
-        runs=f"{FIGURE_DIR}/{FIGURES['figure1']}.runs.json",
-    params:
-        prefix=out_prefix,
+        **figure_outputs("figure1"),
     log:
-        f"{RESULTS}/logs/figure1.log",
+        log_file("figure1"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1500,
+    params:
+        what="figure1",
+        prefix=out_prefix,
     shell:
-        "rpo report --config {input.config} --what figure1 --out-prefix {params.prefix} {input.runs} "
-        "2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule figure2:
@@ -90,54 +81,58 @@ rule figure2:
         config=DEFAULT_CONFIG,
         runs=run_paths("kl.csv") + run_paths("train.json"),
     output:
-        png=report(f"{FIGURE_DIR}/{FIGURES['figure2']}.png", caption="../report/figure2.rst", category="Figures"),
-        pdf=f"{FIGURE_DIR}/{FIGURES['figure2']}.pdf",
-        runs=f"{FIGURE_DIR}/{FIGURES['figure2']}.runs.json",
-    params:
-        prefix=out_prefix,
+        **figure_outputs("figure2"),
     log:
-        f"{RESULTS}/logs/figure2.log",
+        log_file("figure2"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1500,
+    params:
+        what="figure2",
+        prefix=out_prefix,
     shell:
-        "rpo report --config {input.config} --what figure2 --out-prefix {params.prefix} {input.runs} "
-        "2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule paper_comparison:
     input:
         config=CONFIG_FILE,
-        tables=expand(f"{TABLE_DIR}/{{table}}.csv", table=TABLES),
-        sidecars=expand(f"{TABLE_DIR}/{{table}}.runs.json", table=TABLES),
+        runs=expand(f"{TABLE_DIR}/{{table}}.csv", table=paper.TABLES),
+        sidecars=expand(f"{TABLE_DIR}/{{table}}.runs.json", table=paper.TABLES),
     output:
         md=report(f"{RESULTS}/paper_comparison.md", caption="../report/comparison.rst", category="Paper"),
         runs=f"{RESULTS}/paper_comparison.runs.json",
     log:
-        f"{RESULTS}/logs/paper_comparison.log",
+        log_file("paper_comparison"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        what="paper_comparison",
+        prefix=lambda wildcards, output: output.md,
     shell:
-        "rpo report --config {input.config} --what paper_comparison --out-prefix {output.md} {input.tables} 2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 rule mlflow_report_run:
     input:
         config=CONFIG_FILE,
-        files=report_files(),
+        runs=report_files(),
     output:
         f"{RESULTS}/report_run.json",
     log:
-        f"{RESULTS}/logs/mlflow_report_run.log",
+        log_file("mlflow_report_run"),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1000,
+    params:
+        what="mlflow_run",
+        prefix=lambda wildcards, output: output[0],
     shell:
-        "rpo report --config {input.config} --what mlflow_run --out-prefix {output} {input.files} 2>&1 | tee {log}"
+        rpo_step(REPORT_STEP)
 
 
 # `snakemake results/tables/table2.md` names the current config's table without its name.

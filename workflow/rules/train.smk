@@ -11,14 +11,16 @@ rule train:
         summary=f"{RUN_DIR}/train.json",
         kl=f"{RUN_DIR}/kl.csv",
     log:
-        f"{RESULTS}/logs/{{model}}/{{method}}/{{ablation}}/seed{{seed}}/train.log",
+        f"{RUN_LOGS}/train.log",
     conda:
         CONDA_ENV
-    params:
-        launcher=train_launcher,
     resources:
         mem_mb=4000,
+    params:
+        launcher=train_launcher,
     shell:
-        "{params.launcher} train --config {input.config} --model {wildcards.model} --method {wildcards.method} "
-        "--ablation {wildcards.ablation} --seed {wildcards.seed} --init {input.init} --train {input.train} "
-        "--base-train {input.base} --ref {input.ref} --eval {input.eval} --out-dir $(dirname {output.summary}) 2>&1 | tee {log}"
+        rpo_step(
+            f"train --config {{input.config}} {CELL_ARGS} --init {{input.init}} --train {{input.train}} "
+            "--base-train {input.base} --ref {input.ref} --eval {input.eval} --out-dir $(dirname {output.summary})",
+            launcher="{params.launcher}",
+        )

@@ -1,4 +1,5 @@
 """Score one run's generations against the held-out references, with bootstrap confidence intervals."""
+
 from __future__ import annotations
 
 import json
@@ -6,23 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rpo import metrics, resources, tracking
-
-
-def read_jsonl(path) -> list[dict]:
-    """One record per non-blank line; a bad line is a DataError naming the file and line."""
-    from rpo.errors import DataError
-
-    rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON: {exc}") from exc
-    return rows
-
+from rpo import resources, tracking
+from rpo.data import synthetic
+from rpo.evaluate import metrics, ood
+from rpo.io import read_jsonl
 
 
 def per_example_scores(cfg: dict, generations: list[str], references: list[str], prompts: list[str]) -> dict:
@@ -37,17 +25,15 @@ def per_example_scores(cfg: dict, generations: list[str], references: list[str],
         out["rouge_l"] = metrics.rouge_l(generations, references)
     if "toxicity" in wanted:
         tcfg = scfg["toxicity"]
-        out["toxicity"] = metrics.toxicity(generations, tcfg["backend"], tcfg["model"], tcfg["toxic_label"],
-                                           tcfg["batch_size"])
+        out["toxicity"] = metrics.toxicity(
+            generations, tcfg["backend"], tcfg["model"], tcfg["toxic_label"], tcfg["batch_size"]
+        )
     if "avg_len" in wanted:
         out["avg_len"] = [float(n) for n in metrics.lengths(generations)]
-    if "true_reward" in wanted or "constraint_accuracy" in wanted:
-        from rpo import synthetic
-
-        if "true_reward" in wanted:
-            out["true_reward"] = [synthetic.reward(p, g) for p, g in zip(prompts, generations)]
-        if "constraint_accuracy" in wanted:
-            out["constraint_accuracy"] = [synthetic.constraint_accuracy(p, g) for p, g in zip(prompts, generations)]
+    if "true_reward" in wanted:
+        out["true_reward"] = [synthetic.reward(p, g) for p, g in zip(prompts, generations)]
+    if "constraint_accuracy" in wanted:
+        out["constraint_accuracy"] = [synthetic.constraint_accuracy(p, g) for p, g in zip(prompts, generations)]
     return out
 
 
@@ -60,8 +46,9 @@ def summarise(cfg: dict, per_example: dict, generations: list[str]) -> tuple[dic
         if name == "distinct_2":
             values[name] = metrics.distinct_2(generations)
             # A prompt drawn twice counts once: duplicated text would read as repetition and bias Distinct-2 down.
-            cis[name] = metrics.bootstrap_ci(lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]),
-                                             len(generations), **ci_args)
+            cis[name] = metrics.bootstrap_ci(
+                lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]), len(generations), **ci_args
+            )
         else:
             values[name] = float(np.mean(per_example[name])) if per_example[name] else float("nan")
             cis[name] = metrics.mean_ci(per_example[name], **ci_args)
@@ -80,8 +67,14 @@ def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
     with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
         run.log_metrics(values)
         run.log_metrics({f"{k}_ci_low": v[0] for k, v in cis.items()} | {f"{k}_ci_high": v[1] for k, v in cis.items()})
-        summary = {**cell, "n": len(rows), "metrics": values, "ci": {k: list(v) for k, v in cis.items()},
-                   "confidence": cfg["score"]["bootstrap"]["confidence"], "mlflow_run_id": run.run_id}
+        summary = {
+            **cell,
+            "n": len(rows),
+            "metrics": values,
+            "ci": {k: list(v) for k, v in cis.items()},
+            "confidence": cfg["score"]["bootstrap"]["confidence"],
+            "mlflow_run_id": run.run_id,
+        }
         Path(out_path).write_text(json.dumps(summary, indent=2))
         run.log_artifact(out_path)
         run.log_artifact(per_example_path)
@@ -90,12 +83,16 @@ def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
 
 def score_ood(cfg: dict, cell: dict, generations_path, out_path) -> dict:
     """Programmatic OOD scores: IFEval strict/loose accuracy, GSM8K exact match, length per benchmark."""
-    from rpo import ood
-
     result = ood.score(cfg["ood"]["benchmarks"], read_jsonl(generations_path))
     with tracking.run(cfg, "score_ood", Path(out_path).parent, cell) as run:
-        run.log_metrics({f"{bench}_{k}": v for bench, scores in result.items() for k, v in scores.items()
-                         if isinstance(v, (int, float)) and v is not None})
+        run.log_metrics(
+            {
+                f"{bench}_{k}": v
+                for bench, scores in result.items()
+                for k, v in scores.items()
+                if isinstance(v, (int, float)) and v is not None
+            }
+        )
         summary = {**cell, "benchmarks": result, "mlflow_run_id": run.run_id}
         Path(out_path).write_text(json.dumps(summary, indent=2))
         run.log_artifact(out_path)

@@ -1,5 +1,5 @@
 """Prepare the training and held-out tables: checked rows, held-out prompts, standardised rewards, manifest,
-rejects; and the ablation variants (completion density, reward noise) of the training table."""
+rejects."""
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rpo import sources
+from rpo.data import sources
 from rpo.errors import DataError
+from rpo.io import fresh, md5
 
 COLUMNS = ["row", "prompt_id", "prompt", "response", "reward_raw", "reward", "split"]
 
@@ -18,21 +19,6 @@ COLUMNS = ["row", "prompt_id", "prompt", "response", "reward_raw", "reward", "sp
 def prompt_id(prompt: str) -> str:
     """Stable across runs and machines: the first 16 hex digits of the prompt's SHA-1."""
     return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:16]
-
-
-def md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fresh(path: Path) -> Path:
-    """Unlink before writing: a DVC-versioned output is a read-only hard link into the DVC cache,
-    and writing through it would change the cached copy."""
-    path.unlink(missing_ok=True)
-    return path
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -119,32 +105,3 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     }
     fresh(out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-# --- ablation variants of the training table ---------------------------------------------------------
-
-def keep_count(n: int, density: float) -> int:
-    """round(density * n) with halves rounded up, and at least one response per prompt."""
-    return max(1, int(np.floor(density * n + 0.5)))
-
-
-def density_variant(train: pd.DataFrame, density: float, seed: int) -> pd.DataFrame:
-    """Keep keep_count(n_x, density) of each prompt's n_x responses, drawn without replacement."""
-    rng = np.random.default_rng(seed)
-    kept = []
-    for _, group in train.groupby("prompt_id", sort=True):
-        kept.extend(rng.choice(group.index.to_numpy(), size=keep_count(len(group), density), replace=False))
-    return train.loc[sorted(kept)].reset_index(drop=True)
-
-
-def noise_variant(train: pd.DataFrame, sigma: float, seed: int) -> pd.DataFrame:
-    """reward + N(0, sigma^2) on the standardised training rewards (reward_raw keeps the clean value)."""
-    noise = np.random.default_rng(seed).normal(0.0, sigma, size=len(train))
-    return train.assign(reward=train["reward"].to_numpy() + noise)
-
-
-def make_variant(cfg: dict, train_path, kind: str, value: float, out_path) -> None:
-    train = pd.read_parquet(train_path)
-    seed = cfg["data"]["variant_seed"]
-    table = density_variant(train, value, seed) if kind == "density" else noise_variant(train, value, seed)
-    table.to_parquet(fresh(Path(out_path)), index=False)

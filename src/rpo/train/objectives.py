@@ -10,6 +10,7 @@ Each objective is `loss(inputs, cfg) -> (loss, metrics)`; `inputs` holds tensors
 `prepare(table, cfg)` runs once over the whole training table before training (no gradient).
 The equations, and where the authors' released code differs, are in docs/objectives.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,6 +57,7 @@ def prompt_codes(table) -> np.ndarray:
 
 # --- RPO ---------------------------------------------------------------------------------------
 
+
 def rpo_prepare(table, cfg: dict):
     obj = cfg["objective"]
     codes = prompt_codes(table)
@@ -75,6 +77,7 @@ def rpo_loss(inputs: dict, cfg: dict):
 
 
 # --- DRO ---------------------------------------------------------------------------------------
+
 
 def dro_loss(inputs: dict, cfg: dict):
     """0.5 * mean( (r - V_phi(x) - beta*h)^2 ), policy and value trained jointly.
@@ -96,6 +99,7 @@ def dro_loss(inputs: dict, cfg: dict):
 
 
 # --- KTO ---------------------------------------------------------------------------------------
+
 
 def kto_prepare(table, cfg: dict):
     threshold = cfg["objective"]["kto"]["desirable_threshold"]
@@ -122,12 +126,20 @@ def kto_loss(inputs: dict, cfg: dict):
     if kto["clamp"] is not None:  # the released code clamps beta*(h - z0) to +-20
         margin = margin.clamp(-kto["clamp"], kto["clamp"])
     desirable = inputs["desirable"].bool()
-    losses = torch.where(desirable, kto["desirable_weight"] * (1 - torch.sigmoid(margin)),
-                         kto["undesirable_weight"] * (1 - torch.sigmoid(-margin)))
-    return losses.mean(), {"log_ratio": log_ratio.mean().item(), "z0": float(z0), "desirable_share": desirable.float().mean().item()}
+    losses = torch.where(
+        desirable,
+        kto["desirable_weight"] * (1 - torch.sigmoid(margin)),
+        kto["undesirable_weight"] * (1 - torch.sigmoid(-margin)),
+    )
+    return losses.mean(), {
+        "log_ratio": log_ratio.mean().item(),
+        "z0": float(z0),
+        "desirable_share": desirable.float().mean().item(),
+    }
 
 
 # --- SFT ---------------------------------------------------------------------------------------
+
 
 def sft_prepare(table, cfg: dict):
     threshold = cfg["objective"]["sft"]["min_reward"]
@@ -150,6 +162,7 @@ def sft_loss(inputs: dict, cfg: dict):
 
 # --- registry ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Objective:
     name: str
@@ -165,8 +178,13 @@ REGISTRY = {
     "sft": Objective("sft", sft_loss, needs_reference=False, prepare=sft_prepare),
     "rpo": Objective("rpo", rpo_loss, prepare=rpo_prepare, row_fields=("v_hat",)),
     "dro": Objective("dro", dro_loss, needs_value_model=True),
-    "kto": Objective("kto", kto_loss, prepare=kto_prepare, row_fields=("desirable",),
-                     needs_kl_pairs=lambda cfg: cfg["objective"]["kto"]["reference_point"] == "mismatched"),
+    "kto": Objective(
+        "kto",
+        kto_loss,
+        prepare=kto_prepare,
+        row_fields=("desirable",),
+        needs_kl_pairs=lambda cfg: cfg["objective"]["kto"]["reference_point"] == "mismatched",
+    ),
 }
 
 
@@ -192,4 +210,3 @@ def mismatched_partners(prompt_ids, seed: int = 0) -> np.ndarray:
             step += 1
         partners[row] = order[(k + step) % n] if step < n else row
     return partners
-

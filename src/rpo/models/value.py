@@ -1,4 +1,5 @@
 """DRO's value model V_phi(x): a head on the policy's prompt representation, or a separate small network."""
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,9 @@ class SeparateValueNet(nn.Module):
         self.mlp = nn.Sequential(nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
 
     def forward(self, batch, prompt_repr=None) -> torch.Tensor:
-        prompt_mask = batch.attention_mask if batch.labels is not None else batch.attention_mask * (1 - batch.response_mask)
+        prompt_mask = (
+            batch.attention_mask if batch.labels is not None else batch.attention_mask * (1 - batch.response_mask)
+        )
         weights = prompt_mask.float() / prompt_mask.sum(-1, keepdim=True).clamp(min=1)
         return self.mlp(self.embed(batch.input_ids, per_sample_weights=weights)).squeeze(-1)
 

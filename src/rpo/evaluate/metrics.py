@@ -1,4 +1,10 @@
-"""Automatic metrics, each defined exactly (docs/metrics.md), with percentile-bootstrap confidence intervals."""
+"""Automatic metrics, each defined exactly (docs/metrics.md), with percentile-bootstrap confidence intervals.
+
+The metric libraries are imported where they are used: each costs seconds to import on 2 cores (rouge-score
+with nltk ~2 s, bert-score ~4 s, alt-profanity-check ~2 s, torch ~1.6 s), and a step such as `score-ood`
+needs none of them.
+"""
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +46,14 @@ def _bert_scorer(model: str, num_layers: int, batch_size: int, device: str):
     return BERTScorer(model_type=model, num_layers=num_layers, batch_size=batch_size, device=device)
 
 
-def bertscore_f1(generations: list[str], references: list[str], model: str, num_layers: int,
-                 batch_size: int = 32, device: str | None = None) -> list[float]:
+def bertscore_f1(
+    generations: list[str],
+    references: list[str],
+    model: str,
+    num_layers: int,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> list[float]:
     """BERTScore F1 per pair: greedy cosine matching of contextual token embeddings, no IDF, no baseline rescaling.
     A pair with an empty side scores 0 (nothing matches; bert-score itself fails on empty text)."""
     import torch
@@ -57,8 +69,13 @@ def bertscore_f1(generations: list[str], references: list[str], model: str, num_
     return scores
 
 
-def toxicity(generations: list[str], backend: str = "profanity_check", model: str | None = None,
-             toxic_label: str = "hate", batch_size: int = 32) -> list[float]:
+def toxicity(
+    generations: list[str],
+    backend: str = "profanity_check",
+    model: str | None = None,
+    toxic_label: str = "hate",
+    batch_size: int = 32,
+) -> list[float]:
     """Probability that each generation is toxic, from `alt-profanity-check` or a Hugging Face classifier."""
     if backend == "profanity_check":
         from profanity_check import predict_prob
@@ -71,8 +88,10 @@ def toxicity(generations: list[str], backend: str = "profanity_check", model: st
     for scores in classify(list(generations), batch_size=batch_size):
         by_label = {s["label"].lower(): s["score"] for s in scores}
         if toxic_label.lower() not in by_label:
-            raise ValueError(f"config key 'score.toxicity.toxic_label': '{toxic_label}' is not a label of {model} "
-                             f"(labels: {sorted(by_label)})")
+            raise ValueError(
+                f"config key 'score.toxicity.toxic_label': '{toxic_label}' is not a label of {model} "
+                f"(labels: {sorted(by_label)})"
+            )
         out.append(float(by_label[toxic_label.lower()]))
     return out
 

@@ -1,4 +1,5 @@
 """Training checkpoints, written atomically, so rerunning a killed job resumes where it stopped."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,12 @@ import torch
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict) -> None:
@@ -28,8 +33,15 @@ def save(folder: Path, modules: dict, optimizer, scheduler, progress: dict) -> N
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"modules": {name: m.state_dict() for name, m in modules.items()}, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+    torch.save(
+        {
+            "modules": {name: m.state_dict() for name, m in modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        },
+        tmp / "state.pt",
+    )
     (tmp / "progress.json").write_text(json.dumps(progress))
     if folder.exists():
         folder.rename(old)

@@ -6,8 +6,10 @@ the synthetic world's known rewards. Every verdict is cached on disk, keyed by (
 transient failures (429, 5xx, timeouts, malformed answers) are retried with exponential backoff. API keys are
 read from the environment at call time and never written anywhere.
 """
+
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -22,6 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
+
+from rpo import tracking
+from rpo.data import synthetic
+from rpo.errors import JudgeError
+from rpo.evaluate.metrics import mean_ci
+from rpo.io import read_jsonl
 
 PROMPT_VERSION = "pairwise-v1"
 JUDGE_PROMPT = """You are comparing two responses to the same instruction.
@@ -44,10 +52,6 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _VERDICT = re.compile(r"^\W*(?:verdict\W*)?(a|b|neutral|tie)\W*$", re.IGNORECASE)
 
 
-class JudgeError(RuntimeError):
-    """A judge call failed for good (bad request, missing key, retries exhausted)."""
-
-
 class TransientError(Exception):
     """Worth retrying: rate limit, server error, timeout, malformed answer."""
 
@@ -67,6 +71,7 @@ def parse_verdict(text: str) -> str | None:
 
 # ----------------------------------------------------------------------------- backends
 
+
 class HTTPJudge:
     """OpenAI chat-completions or Anthropic messages wire format over plain HTTPS."""
 
@@ -78,13 +83,19 @@ class HTTPJudge:
             raise JudgeError(f"judge backend '{spec['backend']}' needs base_url (the server's /v1 address)")
         self.key_env = spec["api_key_env"] or DEFAULT_KEY_ENV.get(spec["backend"])
         if self.key_env and not os.environ.get(self.key_env):
-            raise JudgeError(f"judge backend '{spec['backend']}': set the API key in the environment variable {self.key_env}")
+            raise JudgeError(
+                f"judge backend '{spec['backend']}': set the API key in the environment variable {self.key_env}"
+            )
 
     def _request(self, prompt: str) -> urllib.request.Request:
         key = os.environ.get(self.key_env, "") if self.key_env else ""
         message = [{"role": "user", "content": prompt}]
-        body = {"model": self.spec["model"], "messages": message, "max_tokens": self.spec["max_tokens"],
-                "temperature": self.spec["temperature"]}
+        body = {
+            "model": self.spec["model"],
+            "messages": message,
+            "max_tokens": self.spec["max_tokens"],
+            "temperature": self.spec["temperature"],
+        }
         headers = {"content-type": "application/json"}
         if self.wire == "anthropic":
             url = f"{self.base_url}/v1/messages"
@@ -121,6 +132,7 @@ class LocalJudge:
     """A local transformers causal LM: the verdict is whichever of A, B, Neutral it finds most likely next."""
 
     def __init__(self, spec: dict):
+        # Lazy: API and oracle judges never need torch/transformers (~2.5 s to import on 2 cores).
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,19 +144,21 @@ class LocalJudge:
     def ask(self, prompt: str) -> str:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
+            prompt = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
         else:
             prompt += "\nAnswer:"
         context = tok(prompt, add_special_tokens=False)["input_ids"]
         scores = {}
         with self.lock, self.torch.no_grad():
             for verdict in VERDICTS:
-                answer = tok(" " + verdict if not getattr(tok, "chat_template", None) else verdict,
-                             add_special_tokens=False)["input_ids"]
+                answer = tok(
+                    " " + verdict if not getattr(tok, "chat_template", None) else verdict, add_special_tokens=False
+                )["input_ids"]
                 ids = self.torch.tensor([context + answer])
-                logp = self.model(ids).logits[0, len(context) - 1:-1].log_softmax(-1)
-                scores[verdict] = logp.gather(-1, ids[0, len(context):, None]).sum().item()
+                logp = self.model(ids).logits[0, len(context) - 1 : -1].log_softmax(-1)
+                scores[verdict] = logp.gather(-1, ids[0, len(context) :, None]).sum().item()
         return max(scores, key=scores.get)
 
 
@@ -152,15 +166,13 @@ class OracleJudge:
     """Compares the synthetic world's true rewards: the better-rewarded response wins, equal rewards tie."""
 
     def __init__(self, spec: dict):
-        from rpo import synthetic
-
-        self.synthetic = synthetic
+        pass
 
     def supports(self, instruction: str) -> bool:
-        return bool(self.synthetic.constraints(instruction))
+        return bool(synthetic.constraints(instruction))
 
     def verdict(self, instruction: str, a: str, b: str) -> str:
-        ra, rb = self.synthetic.reward(instruction, a), self.synthetic.reward(instruction, b)
+        ra, rb = synthetic.reward(instruction, a), synthetic.reward(instruction, b)
         return "A" if ra > rb else "B" if rb > ra else "Neutral"
 
 
@@ -177,6 +189,7 @@ def judge_id(spec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- cache
+
 
 class VerdictCache:
     """Append-only JSONL of verdicts; each line is written and fsynced as soon as it is known, so a kill loses
@@ -203,8 +216,6 @@ class VerdictCache:
         return self.entries.get(key)
 
     def put(self, key: str, verdict: str) -> None:
-        import fcntl
-
         line = json.dumps({"key": key, "verdict": verdict}) + "\n"
         with self.lock, open(self.path, "a") as sink:
             fcntl.flock(sink, fcntl.LOCK_EX)
@@ -216,6 +227,7 @@ class VerdictCache:
 
 
 # ----------------------------------------------------------------------------- judging
+
 
 class Judge:
     def __init__(self, spec: dict, cache_dir: str | Path, sleep=time.sleep):
@@ -245,7 +257,7 @@ class Judge:
             except TransientError as exc:
                 last = exc
             if attempt < self.spec["max_retries"]:
-                wait = min(self.spec["max_backoff_s"], self.spec["backoff_s"] * 2 ** attempt)
+                wait = min(self.spec["max_backoff_s"], self.spec["backoff_s"] * 2**attempt)
                 if last.retry_after is not None:
                     wait = min(self.spec["max_backoff_s"], max(wait, last.retry_after))
                 self.sleep(wait * random.uniform(0.5, 1.0))
@@ -265,8 +277,10 @@ class Judge:
         calls = [(x, a, b) for x, a, b in items] + [(x, b, a) for x, a, b in items]
         unique = list(dict.fromkeys(calls))  # equal responses make both orders one call: never ask it twice at once
         with ThreadPoolExecutor(max_workers=self.spec["concurrency"]) as pool:
-            answers = dict(zip(unique, tqdm(pool.map(lambda c: self.verdict(*c), unique), total=len(unique), desc=desc)))
-        forward, backward = calls[: len(items)], calls[len(items):]
+            answers = dict(
+                zip(unique, tqdm(pool.map(lambda c: self.verdict(*c), unique), total=len(unique), desc=desc))
+            )
+        forward, backward = calls[: len(items)], calls[len(items) :]
         return [combine(answers[c1], answers[c2]) for c1, c2 in zip(forward, backward)]
 
 
@@ -279,16 +293,20 @@ def combine(forward: str, backward: str) -> str:
 
 def win_rates(outcomes: list[str], samples: int, confidence: float, seed: int) -> dict:
     """Win/tie/loss percentages of the first system, with a bootstrap CI on the win rate (resampling prompts)."""
-    from rpo.metrics import mean_ci
-
     n = len(outcomes)
     wins = [100.0 * (o == "win") for o in outcomes]
     pct = lambda label: 100.0 * outcomes.count(label) / n if n else float("nan")  # noqa: E731
-    return {"n": n, "win": pct("win"), "tie": pct("tie"), "loss": pct("loss"),
-            "win_ci": list(mean_ci(wins, samples, confidence, seed))}
+    return {
+        "n": n,
+        "win": pct("win"),
+        "tie": pct("tie"),
+        "loss": pct("loss"),
+        "win_ci": list(mean_ci(wins, samples, confidence, seed)),
+    }
 
 
 # ----------------------------------------------------------------------------- one judge job
+
 
 def _instruction(row: dict) -> str:
     """What the judge sees as the instruction: the user turn, after earlier user turns for later MT-Bench turns."""
@@ -312,16 +330,20 @@ def _pairs(ours: list[dict], theirs: list[dict], key) -> list[tuple[str, str, st
 def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, out_path) -> dict:
     """RPO against each other system in `generations`, by one judge: in-domain (`scope` 'in_domain', paired by
     prompt) or on every OOD benchmark (`scope` 'ood', paired by benchmark, question and turn)."""
-    from rpo import tracking
-    from rpo.score import read_jsonl
-
     spec = cfg["judge"]["judges"][judge_name]
     judge = Judge(spec, cfg["judge"]["cache_dir"])
     boot = cfg["score"]["bootstrap"]
     stats = lambda outcomes: win_rates(outcomes, boot["samples"], boot["confidence"], boot["seed"])  # noqa: E731
     ours = read_jsonl(generations["rpo"])
-    result = {"judge": judge_name, "judge_id": judge.id, **cell, "scope": scope, "in_domain": {}, "ood": {},
-              "skipped": []}
+    result = {
+        "judge": judge_name,
+        "judge_id": judge.id,
+        **cell,
+        "scope": scope,
+        "in_domain": {},
+        "ood": {},
+        "skipped": [],
+    }
     for baseline in [m for m in generations if m != "rpo"]:
         theirs = read_jsonl(generations[baseline])
         if scope == "in_domain":
@@ -338,8 +360,9 @@ def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, o
             outcomes = judge.compare(items, desc=f"{judge_name}: rpo vs {baseline} on {bench}")
             result["ood"].setdefault(bench, {})[baseline] = stats(outcomes)
     result["backend_calls"] = judge.calls
-    with tracking.run(cfg, "judge", Path(out_path).parent, cell | {"judge": judge_name, "scope": scope},
-                      params={"judge": dict(spec)}) as mlrun:
+    with tracking.run(
+        cfg, "judge", Path(out_path).parent, cell | {"judge": judge_name, "scope": scope}, params={"judge": dict(spec)}
+    ) as mlrun:
         flat = {f"win_{b}": r["win"] for b, r in result["in_domain"].items()}
         flat |= {f"{bench}_win_{b}": r["win"] for bench, by in result["ood"].items() for b, r in by.items()}
         mlrun.log_metrics({k: v for k, v in flat.items() if not math.isnan(v)})

@@ -14,6 +14,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from rpo.data import synthetic
+from rpo.errors import DataError
+from rpo.io import md5
+
 PROMPT_KEYS = ("instruction", "prompt")
 
 
@@ -35,8 +41,6 @@ def read_records(data_cfg: dict):
     """(records, origin, input_md5s): records are (location, dict) pairs in file order."""
     source, path = data_cfg["source"], data_cfg["path"]
     if source == "synthetic":
-        from rpo import synthetic
-
         syn = data_cfg["synthetic"]
         rows = synthetic.dataset(syn["n_prompts"], syn["responses_per_prompt"], syn["seed"])
         return [({"file": "synthetic", "row": i}, r) for i, r in enumerate(rows)], f"synthetic({syn})", {}
@@ -44,16 +48,12 @@ def read_records(data_cfg: dict):
         return _read_hub(path, data_cfg["hub_split"])
     file = Path(path)
     if not file.exists():
-        from rpo.errors import DataError
-
         raise DataError(f"{path}: data file not found (config key 'data.path')")
-    from rpo.data import md5
-
     return _read_file(file, source), str(file), {str(file): md5(file)}
 
 
 def _read_hub(name: str, split: str):
-    try:
+    try:  # only for hub data: importing it costs ~1 s on 2 cores
         import datasets
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("data.source 'hub' needs the `datasets` package: pip install datasets") from exc
@@ -64,8 +64,6 @@ def _read_hub(name: str, split: str):
 
 def _read_file(path: Path, source: str) -> list:
     if source == "parquet":
-        import pandas as pd
-
         return [({"file": str(path), "row": i}, r) for i, r in enumerate(pd.read_parquet(path).to_dict("records"))]
     records = []
     with open(path, encoding="utf-8") as handle:

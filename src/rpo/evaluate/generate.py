@@ -1,0 +1,82 @@
+"""Generate for evaluation: the held-out prompts, and the out-of-distribution benchmarks.
+
+In-domain: the held-out prompts of the training data. Out of distribution: the benchmarks of `ood.benchmarks`,
+MT-Bench's second turn generated after the first, with the model's own first answer in the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from rpo import tracking
+from rpo.evaluate import ood
+from rpo.io import md5
+from rpo.models.generation import generate_rows, make_generator
+
+
+def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
+    table = pd.read_parquet(eval_path)
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    generator = make_generator(cfg, cell["model"], model_dir)
+    meta = [{"prompt_id": r.prompt_id, "prompt": r.prompt, "reference": r.response} for r in table.itertuples()]
+    with tracking.run(
+        cfg, "generate", out_path.parent, cell, params={"generate": cfg["generate"]}, tags={"eval_md5": md5(eval_path)}
+    ):
+        generate_rows(
+            generator,
+            table["prompt"].tolist(),
+            meta,
+            partial,
+            cfg["generate"]["batch_size"],
+            cell["seed"],
+            desc=f"generate {cell['model']}/{cell['method']}",
+        )
+    partial.replace(out_path)
+
+
+def generate_ood(cfg: dict, cell: dict, model_dir, out_path) -> None:
+    """Every OOD benchmark's questions; multi-turn questions get each later turn after the model's own answers."""
+    out_path = Path(out_path)
+    generator = make_generator(cfg, cell["model"], model_dir)
+    benchmarks = {name: ood.load(name, spec) for name, spec in cfg["ood"]["benchmarks"].items()}
+    batch_size = cfg["generate"]["batch_size"]
+    rows_by_turn = []
+    with tracking.run(
+        cfg, "generate_ood", out_path.parent, cell, params={"generate": cfg["generate"], "ood": cfg["ood"]}
+    ):
+        max_turns = max((len(q["turns"]) for qs in benchmarks.values() for q in qs), default=0)
+        history = {}  # (benchmark, id) -> conversation so far
+        for turn in range(max_turns):
+            todo = [(name, q) for name, qs in benchmarks.items() for q in qs if len(q["turns"]) > turn]
+            prompts, meta = [], []
+            for name, q in todo:
+                conversation = history.get((name, q["id"]), []) + [{"role": "user", "content": q["turns"][turn]}]
+                prompts.append(conversation)
+                extra = {k: q[k] for k in ("instruction_id_list", "kwargs", "answer") if k in q}
+                meta.append({"benchmark": name, "id": q["id"], "turn": turn, "conversation": conversation} | extra)
+            partial = out_path.with_name(f"{out_path.name}.turn{turn}.partial")
+            rows = generate_rows(
+                generator,
+                prompts,
+                meta,
+                partial,
+                batch_size,
+                cell["seed"],
+                pass_index=turn + 1,
+                desc=f"ood turn {turn + 1} {cell['model']}/{cell['method']}",
+            )
+            for row in rows:
+                history[(row["benchmark"], row["id"])] = row["conversation"] + [
+                    {"role": "assistant", "content": row["generation"]}
+                ]
+            rows_by_turn.append((partial, rows))
+    with open(out_path, "w") as sink:
+        for _, rows in rows_by_turn:
+            for row in rows:
+                sink.write(json.dumps(row) + "\n")
+    for partial, _ in rows_by_turn:
+        partial.unlink()

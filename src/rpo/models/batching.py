@@ -1,0 +1,91 @@
+"""Tokenised batches for both architectures: (prompt, response) pairs to score, prompts to generate from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Tokenised (prompt, response) pairs; `response_mask` marks the tokens that are scored."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    labels: torch.Tensor | None = None  # seq2seq only: decoder targets, padding = pad id
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_mask), move(self.labels))
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def format_prompts(tokenizer, prompts: list, chat_template: bool) -> list[str]:
+    """The tokenizer's chat template around each prompt, when the config asks and the tokenizer has one.
+
+    A prompt is a string (one user turn) or a conversation: a list of {"role", "content"} messages ending with a
+    user turn. Without a chat template a conversation becomes its turns joined by blank lines."""
+    conversations = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+    if not chat_template or not getattr(tokenizer, "chat_template", None):
+        return ["\n\n".join(m["content"] for m in c) for c in conversations]
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def encode(
+    tokenizer,
+    arch: str,
+    prompts: list[str],
+    responses: list[str],
+    max_prompt_len: int,
+    max_response_len: int,
+    chat_template: bool = False,
+) -> Batch:
+    """Dynamic padding to the longest pair in the batch; the response ends with EOS."""
+    prompts = format_prompts(tokenizer, prompts, chat_template)
+    prompt_ids = [ids[-max_prompt_len:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    response_ids = [
+        ids[: max_response_len - 1] + [tokenizer.eos_token_id]
+        for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]
+    ]
+    return batch_from_ids(tokenizer, arch, prompt_ids, response_ids)
+
+
+def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> Batch:
+    """Right-padded (prompt, response) token ids; only response tokens are scored."""
+    pad = tokenizer.pad_token_id
+    if arch == "causal":
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+        masks = [[0] * len(p) + [1] * len(r) for p, r in zip(prompt_ids, response_ids)]
+        return Batch(_pad(seqs, pad), _pad([[1] * len(s) for s in seqs], 0), _pad(masks, 0))
+    enc = [p + [tokenizer.eos_token_id] for p in prompt_ids]
+    return Batch(
+        input_ids=_pad(enc, pad),
+        attention_mask=_pad([[1] * len(e) for e in enc], 0),
+        response_mask=_pad([[1] * len(r) for r in response_ids], 0),
+        labels=_pad(response_ids, pad),
+    )
+
+
+def encode_prompts(
+    tokenizer, arch: str, prompts: list[str], max_prompt_len: int, chat_template: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts for generation: left-padded for causal models, EOS-terminated for encoder-decoders."""
+    prompts = format_prompts(tokenizer, prompts, chat_template)
+    ids = [p[-max_prompt_len:] for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    if arch == "seq2seq":
+        ids = [p + [tokenizer.eos_token_id] for p in ids]
+        return _pad(ids, tokenizer.pad_token_id), _pad([[1] * len(p) for p in ids], 0)
+    width = max(len(p) for p in ids)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in ids], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids], dtype=torch.long)
+    return input_ids, mask
+
+
+def batch_slices(n: int, size: int):
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]

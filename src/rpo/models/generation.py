@@ -1,0 +1,136 @@
+"""Batched, seeded generation (transformers or vLLM), written incrementally so a rerun after a crash continues
+where it stopped. Used to sample training data from a reference and to generate for evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from rpo import config as config_lib
+from rpo.models import batching, build
+
+
+def generation_kwargs(gcfg: dict, tokenizer) -> dict:
+    kwargs = dict(
+        max_new_tokens=gcfg["max_new_tokens"],
+        do_sample=gcfg["do_sample"],
+        repetition_penalty=gcfg["repetition_penalty"],
+        no_repeat_ngram_size=gcfg["no_repeat_ngram_size"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if gcfg["do_sample"]:
+        kwargs.update(temperature=gcfg["temperature"], top_k=gcfg["top_k"], top_p=gcfg["top_p"])
+    return kwargs
+
+
+def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
+    """Each batch has its own seed, so a resumed run draws exactly what an uninterrupted one would."""
+    return seed * 1_000_003 + pass_index * 100_003 + batch_index
+
+
+class TransformersGenerator:
+    def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
+        self.model, self.tokenizer = build.load(model_dir, spec["arch"])
+        self.model.to(build.device()).eval()
+        self.spec, self.max_prompt_len = spec, max_prompt_len
+        self.kwargs = generation_kwargs(gcfg, self.tokenizer)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list, seed: int) -> list[str]:
+        input_ids, attention_mask = batching.encode_prompts(
+            self.tokenizer, self.spec["arch"], prompts, self.max_prompt_len, self.spec["chat_template"]
+        )
+        torch.manual_seed(seed)
+        output = self.model.generate(
+            input_ids=input_ids.to(self.model.device),
+            attention_mask=attention_mask.to(self.model.device),
+            **self.kwargs,
+        ).cpu()
+        if self.spec["arch"] == "causal":
+            output = output[:, input_ids.shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+class VLLMGenerator:
+    """vLLM (causal models only). It has no no_repeat_ngram_size; everything else maps one to one."""
+
+    def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise RuntimeError("config key 'generate.backend': 'vllm' needs `pip install vllm` (GPU machines)") from exc
+        if spec["arch"] != "causal":
+            raise RuntimeError("config key 'generate.backend': vLLM serves causal models only; use 'transformers'")
+        pointer = Path(model_dir) / build.POINTER
+        path = json.loads(pointer.read_text())["path"] if pointer.exists() else str(model_dir)
+        self.llm = LLM(model=path, dtype="auto")
+        self.tokenizer = self.llm.get_tokenizer()
+        self.spec, self.gcfg, self.params = spec, gcfg, SamplingParams
+
+    def __call__(self, prompts: list, seed: int) -> list[str]:
+        g = self.gcfg
+        params = self.params(
+            max_tokens=g["max_new_tokens"],
+            seed=seed,
+            repetition_penalty=g["repetition_penalty"],
+            **(
+                dict(temperature=g["temperature"], top_k=g["top_k"] or -1, top_p=g["top_p"])
+                if g["do_sample"]
+                else dict(temperature=0.0)
+            ),
+        )
+        texts = batching.format_prompts(self.tokenizer, prompts, self.spec["chat_template"])
+        return [o.outputs[0].text.strip() for o in self.llm.generate(texts, params, use_tqdm=False)]
+
+
+def make_generator(cfg: dict, model_name: str, model_dir):
+    cfg = config_lib.for_model(cfg, model_name)
+    gcfg = cfg["generate"]
+    cls = VLLMGenerator if gcfg["backend"] == "vllm" else TransformersGenerator
+    return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])
+
+
+def _complete_rows(partial: Path, batch_size: int) -> list[dict]:
+    rows = []
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
+                break
+    return rows[: len(rows) // batch_size * batch_size]  # whole batches only
+
+
+def generate_rows(
+    generator,
+    prompts: list,
+    meta: list[dict],
+    partial: Path,
+    batch_size: int,
+    seed: int,
+    pass_index: int = 0,
+    desc: str = "generate",
+) -> list[dict]:
+    """Generate for every prompt, appending `meta[i] | {"generation": ...}` to `partial` batch by batch (fsynced).
+    Rows already in `partial` from an interrupted run are kept and their batches skipped."""
+    done = _complete_rows(partial, batch_size)
+    rows = list(done)
+    with open(partial, "w") as sink:
+        for row in done:  # rewrite the complete rows only, dropping a cut-off tail
+            sink.write(json.dumps(row) + "\n")
+        starts = range(0, len(prompts), batch_size)
+        for index, start in enumerate(tqdm(starts, desc=desc)):
+            if start < len(done):
+                continue
+            texts = generator(prompts[start : start + batch_size], batch_seed(seed, pass_index, index))
+            for info, text in zip(meta[start : start + batch_size], texts):
+                rows.append(info | {"generation": text})
+                sink.write(json.dumps(rows[-1]) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+    return rows

@@ -1,0 +1,179 @@
+"""The per-run files a report is made from (scores, win rates, OOD scores, training summaries, KL curves), read into
+tidy frames, and their aggregation across seeds.
+
+Across seeds a cell is the mean of the per-seed values; its interval is the Student-t interval across seeds
+(3+ seeds) or, for one seed, that seed's bootstrap interval over prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from rpo.io import md5
+
+OOD_SCORES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "exact_match")
+
+
+class Inputs:
+    """The per-run files a report is made from, sorted by kind; remembers their MLflow run ids and md5s."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = [Path(p) for p in paths]
+        self.run_ids: set[str] = set()
+        self.offline = 0
+
+    def _read(self, path: Path) -> dict:
+        record = json.loads(path.read_text())
+        if record.get("mlflow_run_id"):
+            self.run_ids.add(record["mlflow_run_id"])
+        else:
+            self.offline += 1
+        return record
+
+    def of(self, name: str) -> list[Path]:
+        return [p for p in self.paths if p.name == name]
+
+    def scores(self) -> pd.DataFrame:
+        rows = []
+        for path in self.of("scores.json"):
+            s = self._read(path)
+            for metric, value in s["metrics"].items():
+                lo, hi = s.get("ci", {}).get(metric, (math.nan, math.nan))
+                rows.append(
+                    dict(
+                        model=s["model"],
+                        method=s["method"],
+                        ablation=s["ablation"],
+                        seed=s["seed"],
+                        metric=metric,
+                        value=value,
+                        ci_low=lo,
+                        ci_high=hi,
+                    )
+                )
+        return pd.DataFrame(
+            rows, columns=["model", "method", "ablation", "seed", "metric", "value", "ci_low", "ci_high"]
+        )
+
+    def winrates(self) -> pd.DataFrame:
+        rows = []
+        for path in [p for p in self.paths if "_rpo_vs_" in p.name]:
+            w = self._read(path)
+            scopes = [("in_domain", w["in_domain"])] + [(bench, by) for bench, by in w["ood"].items()]
+            for scope, by_baseline in scopes:
+                for baseline, r in by_baseline.items():
+                    rows.append(
+                        dict(
+                            model=w["model"],
+                            ablation=w["ablation"],
+                            seed=w["seed"],
+                            judge=w["judge"],
+                            scope=scope,
+                            baseline=baseline,
+                            value=r["win"],
+                            tie=r["tie"],
+                            loss=r["loss"],
+                            ci_low=r["win_ci"][0],
+                            ci_high=r["win_ci"][1],
+                        )
+                    )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "model",
+                "ablation",
+                "seed",
+                "judge",
+                "scope",
+                "baseline",
+                "value",
+                "tie",
+                "loss",
+                "ci_low",
+                "ci_high",
+            ],
+        )
+
+    def ood_scores(self) -> pd.DataFrame:
+        rows = []
+        for path in self.of("ood_scores.json"):
+            s = self._read(path)
+            for bench, scores in s["benchmarks"].items():
+                for key, value in scores.items():
+                    if key in OOD_SCORES and value is not None:
+                        rows.append(
+                            dict(
+                                model=s["model"],
+                                method=s["method"],
+                                seed=s["seed"],
+                                metric=f"{bench}:{key}",
+                                value=value,
+                                ci_low=math.nan,
+                                ci_high=math.nan,
+                            )
+                        )
+        return pd.DataFrame(rows, columns=["model", "method", "seed", "metric", "value", "ci_low", "ci_high"])
+
+    def training(self) -> pd.DataFrame:
+        rows = []
+        for path in self.of("train.json"):
+            t = self._read(path)
+            rows.append(
+                dict(
+                    model=t["model"],
+                    method=t["method"],
+                    ablation=t["ablation"],
+                    seed=t["seed"],
+                    hours=t["wall_time_s"] / 3600,
+                    folder=str(path.parent),
+                )
+            )
+        return pd.DataFrame(rows)
+
+    def kl(self) -> pd.DataFrame:
+        """Every run's KL curve; each row carries its run's model, method, ablation and seed (train.py writes them)."""
+        frames = [pd.read_csv(path) for path in self.of("kl.csv")]
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["step", "kl", "model", "method", "ablation", "seed"])
+        )
+
+    def sidecar(self, out_prefix: Path, kind: str) -> dict:
+        return {
+            kind: out_prefix.name,
+            "mlflow_run_ids": sorted(self.run_ids),
+            "runs_recorded_offline": self.offline,
+            "inputs": {str(p): md5(p) for p in self.paths},
+        }
+
+
+def across_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean over seeds; a t-interval across seeds when there are several, else the single seed's interval."""
+    out = []
+    for key, group in frame.groupby(keys, sort=False):
+        values = group["value"].to_numpy(dtype=float)
+        n = len(values)
+        mean = float(values.mean())
+        if n >= 2:
+            half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+            lo, hi = mean - half, mean + half
+        else:
+            lo, hi = float(group["ci_low"].iloc[0]), float(group["ci_high"].iloc[0])
+        out.append(
+            dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            | dict(value=mean, ci_low=lo, ci_high=hi, seeds=n)
+        )
+    return pd.DataFrame(out, columns=[*keys, "value", "ci_low", "ci_high", "seeds"])
+
+
+def win_rate_cells(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Win rates across seeds, the interval clipped to [0, 100] (a t-interval over few seeds can overshoot)."""
+    cells = across_seeds(frame, keys)
+    cells[["ci_low", "ci_high"]] = cells[["ci_low", "ci_high"]].clip(0.0, 100.0)
+    return cells

@@ -1,0 +1,339 @@
+"""One trainer for every objective in the registry; it knows nothing method-specific beyond what the registry hands it.
+
+`train` = `setup` (config, data, model, optimizer, a checkpoint to resume from) + `step_loop` (optimizer steps,
+logging, KL tracking, checkpoints) + `_finish` (the model, its card, train.json and kl.csv).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import get_scheduler
+
+from rpo import config as config_lib
+from rpo import tracking
+from rpo.errors import ConfigError
+from rpo.io import md5
+from rpo.models import build, value
+from rpo.train import checkpoint, kl, objectives
+from rpo.train.inputs import training_table
+from rpo.train.step import Step
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def make_accelerator(tcfg: dict) -> Accelerator:
+    """CPU or GPU, one process or several (`accelerate launch`); bf16 autocast on GPU by default."""
+    cuda = torch.cuda.is_available()
+    precision = tcfg["mixed_precision"]
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=precision)
+
+
+class _NoRun:
+    """Stands in for the MLflow run on every process but the main one."""
+
+    run_id = None
+
+    def log_metrics(self, *args, **kwargs):
+        pass
+
+    def log_artifact(self, *args, **kwargs):
+        pass
+
+
+@dataclass
+class Setup:
+    """Everything the step loop needs, ready to run (resumed from a checkpoint when one exists)."""
+
+    cfg: dict
+    cell: dict
+    acc: Accelerator
+    table: pd.DataFrame
+    tokenizer: object
+    value_net: torch.nn.Module | None
+    wrapped: dict  # name -> module as accelerate prepared it
+    params: list
+    optimizer: object
+    scheduler: object
+    step_fn: Step
+    kl_tracker: object  # (policy, step, run) -> KL record, or None
+    state: dict  # step, tokens, wall_time_s, history, kl, run_id: what a checkpoint keeps
+    total_steps: int
+    steps_per_epoch: int
+    out_dir: Path
+    ckpt_dir: Path
+
+
+def setup(
+    cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None
+) -> Setup:
+    cfg = config_lib.for_cell(cfg, cell["model"], cell["ablation"])
+    spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
+    objective = objectives.get(cell["method"])
+    acc = make_accelerator(tcfg)
+    world = acc.num_processes
+    if tcfg["batch_size"] % world:
+        raise ConfigError(f"config key 'train.batch_size': {tcfg['batch_size']} does not split over {world} processes")
+    table = training_table(cfg, objective, train_path, ref_path, base_train_path)
+    set_seed(cell["seed"])
+    model, tokenizer = build.load(init_dir, spec["arch"])
+    model.train()
+    if tcfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable()
+    if tcfg["lora"]["r"]:
+        model = build.with_lora(model, tcfg["lora"])
+    if tcfg["disable_dropout"]:
+        build.disable_dropout(model)
+    value_net = value.build(cfg, model) if objective.needs_value_model else None
+
+    steps_per_epoch = max(1, len(table) // (tcfg["batch_size"] * tcfg["grad_accum"]))
+    total_steps = steps_per_epoch * tcfg["epochs"]
+    modules = {"model": model, **({"value": value_net} if value_net is not None else {})}
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=min(tcfg["warmup_steps"], total_steps // 2),
+        num_training_steps=total_steps,
+    )
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    state = {"step": 0, "tokens": 0, "wall_time_s": 0.0, "history": [], "kl": [], "run_id": None}
+    found = checkpoint.latest(ckpt_dir)
+    if found is not None:
+        state = checkpoint.load(found, modules, optimizer, scheduler)
+        acc.print(f"resuming from {found} at step {state['step']} of {total_steps}")
+    prepared = acc.prepare(*modules.values(), optimizer)
+    wrapped, optimizer = dict(zip(modules, prepared[:-1])), prepared[-1]
+    step_fn = Step(cfg, spec, objective, wrapped["model"], tokenizer, wrapped.get("value"), acc)
+    kl_tracker = (
+        _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, cell["seed"], acc.device)
+        if acc.is_main_process
+        else None
+    )
+    return Setup(
+        cfg,
+        cell,
+        acc,
+        table,
+        tokenizer,
+        value_net,
+        wrapped,
+        params,
+        optimizer,
+        scheduler,
+        step_fn,
+        kl_tracker,
+        state,
+        total_steps,
+        steps_per_epoch,
+        out_dir,
+        ckpt_dir,
+    )
+
+
+def step_loop(s: Setup, run, started: float) -> None:
+    """Optimizer steps from where `s.state` stands to the last one; logs, tracks KL and checkpoints on the way."""
+    cell, acc, tcfg, state = s.cell, s.acc, s.cfg["train"], s.state
+    per_step = tcfg["batch_size"] * tcfg["grad_accum"]
+    local = tcfg["batch_size"] // acc.num_processes
+    bar = tqdm(
+        total=s.total_steps,
+        initial=state["step"],
+        disable=not acc.is_main_process,
+        desc=f"train {cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}",
+    )
+    if state["step"] == 0 and s.kl_tracker:
+        state["kl"].append(s.kl_tracker(acc.unwrap_model(s.wrapped["model"]), 0, run))
+    order_epoch, order = None, None
+    for step in range(state["step"], s.total_steps):
+        epoch, index = divmod(step, s.steps_per_epoch)
+        if epoch != order_epoch:  # one shuffle per epoch, derived from the seed, so a resumed run sees the same
+            order_epoch, order = epoch, epoch_order(len(s.table), cell["seed"], epoch)
+        losses, metrics = [], {}
+        for micro in range(tcfg["grad_accum"]):
+            first = index * per_step + micro * tcfg["batch_size"] + acc.process_index * local
+            with acc.autocast():
+                loss, metrics, n_tokens = s.step_fn(s.table.iloc[order[first : first + local].numpy()])
+            acc.backward(loss / tcfg["grad_accum"])
+            losses.append(acc.reduce(loss.detach(), "mean").item())
+            state["tokens"] += int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
+        grad_norm = acc.clip_grad_norm_(s.params, tcfg["max_grad_norm"])
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {
+            "loss": sum(losses) / len(losses),
+            "lr": s.scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm),
+            **metrics,
+        }
+        state["history"].append(record)
+        if done % tcfg["log_every"] == 0 or done == s.total_steps:
+            run.log_metrics(record, step=done)
+        if s.kl_tracker and (done % tcfg["kl_every"] == 0 or done == s.total_steps):
+            state["kl"].append(s.kl_tracker(acc.unwrap_model(s.wrapped["model"]), done, run))
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if tcfg["checkpoint_every"] and done % tcfg["checkpoint_every"] == 0 and done < s.total_steps:
+            state.update(step=done, wall_time_s=time.perf_counter() - started)
+            if acc.is_main_process:
+                checkpoint.save(
+                    s.ckpt_dir, {k: acc.unwrap_model(m) for k, m in s.wrapped.items()}, s.optimizer, s.scheduler, state
+                )
+            acc.wait_for_everyone()
+    bar.close()
+    acc.wait_for_everyone()
+
+
+def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None) -> dict:
+    s = setup(cfg, cell, init_dir, train_path, ref_path, out_dir, base_train_path, eval_path)
+    acc = s.acc
+    started = time.perf_counter() - s.state["wall_time_s"]
+    tags = {"data_md5": md5(train_path), "processes": str(acc.num_processes)}
+    run_ctx = (
+        tracking.run(s.cfg, "train", s.out_dir, cell, params=s.cfg, tags=tags, run_id=s.state["run_id"])
+        if acc.is_main_process
+        else contextlib.nullcontext(_NoRun())
+    )
+    with run_ctx as run:
+        s.state["run_id"] = run.run_id
+        step_loop(s, run, started)
+        if not acc.is_main_process:
+            return {**cell, "steps": s.total_steps, "history": s.state["history"]}
+        return _finish(
+            s.cfg,
+            cell,
+            acc.unwrap_model(s.wrapped["model"]),
+            s.tokenizer,
+            s.value_net,
+            s.out_dir,
+            s.ckpt_dir,
+            s.state,
+            s.total_steps,
+            time.perf_counter() - started,
+            len(s.table),
+            run,
+            acc.mixed_precision,
+        )
+
+
+def model_card(cfg: dict, cell: dict, summary: dict) -> str:
+    obj, tcfg = cfg["objective"], cfg["train"]
+    spec = cfg["models"][cell["model"]]
+    lines = [
+        f"# {cell['model']} / {cell['method'].upper()} / {cell['ablation']} / seed {cell['seed']}",
+        "",
+        f"Trained by rpo-pipeline (config `{cfg['name']}`) from `{spec['path'] or 'a tiny ' + spec['arch'] + ' model built from scratch'}`.",
+        "",
+        f"- objective: {cell['method']} (beta {obj['beta']}, sequence log-prob reduction `{obj['logprob_reduction']}`"
+        + (f", V_hat estimator `{obj['rpo']['estimator']}`" if cell["method"] == "rpo" else "")
+        + ")",
+        f"- training: {summary['steps']} optimizer steps over {summary['rows']} rows, batch {tcfg['batch_size']} x "
+        f"{tcfg['grad_accum']}, AdamW lr {tcfg['lr']}, {tcfg['warmup_steps']} warmup steps then linear decay",
+        f"- loss: {summary['first_loss']:.4f} at the first step, {summary['final_loss']:.4f} at the last",
+        f"- throughput: {summary['samples_per_s']:.1f} samples/s, {summary['tokens_per_s']:.0f} tokens/s, "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB, {summary['wall_time_s']:.1f} s",
+        f"- MLflow run: {summary['mlflow_run_id']}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
+    """A function (policy, step) -> KL record, or None when KL tracking is off. Loads the reference model,
+    which training itself never needs (its log-probs are cached)."""
+    if not tcfg["kl_every"] or eval_path is None:
+        return None
+    reference, _ = build.load(init_dir, spec["arch"])
+    reference.to(device).eval()
+    prompts = pd.read_parquet(eval_path)["prompt"].tolist()[: tcfg["kl_prompts"]]
+
+    def track(policy, step, run):
+        record = {
+            "step": step,
+            **kl.estimate(
+                policy,
+                reference,
+                tokenizer,
+                spec["arch"],
+                prompts,
+                tcfg["max_prompt_len"],
+                tcfg["kl_max_new_tokens"],
+                seed=seed * 7919 + step,
+                chat_template=spec["chat_template"],
+            ),
+        }
+        run.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
+        return record
+
+    return track
+
+
+def _finish(
+    cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run, precision="no"
+):
+    if hasattr(model, "merge_and_unload"):  # LoRA: save plain weights that AutoModel loads
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    if value_net is not None:
+        torch.save(value_net.state_dict(), out_dir / "model" / "value_model.pt")
+    history = state["history"]
+    losses = [h["loss"] for h in history]
+    tail = losses[-max(1, len(losses) // 10) :]
+    summary = {
+        **cell,
+        "steps": total_steps,
+        "rows": n_rows,
+        "wall_time_s": wall,
+        "tokens_per_s": state["tokens"] / wall,
+        "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,
+        "peak_memory_mb": peak_memory_mb(),
+        "device": str(next(model.parameters()).device),
+        "mixed_precision": str(precision),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
+        "mlflow_run_id": run.run_id,
+    }
+    run.log_metrics({k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")})
+    kl_columns = ["step", "kl", "kl_std", "kl_samples", "kl_response_tokens", *cell]
+    pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(out_dir / "kl.csv", index=False)
+    run.log_artifact(out_dir / "kl.csv")
+    (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
+    run.log_artifact(out_dir / "train.json")
+    card = out_dir / "model" / "README.md"
+    card.write_text(model_card(cfg, cell, summary))
+    run.log_artifact(card)
+    checkpoint.remove(ckpt_dir)
+    return summary

@@ -1,0 +1,60 @@
+rule init_model:
+    input:
+        config=SHARED_CONFIG,
+        train=rules.prepare_data.output.train,
+        eval=rules.prepare_data.output.eval,
+    output:
+        directory(f"{RESULTS}/{{model}}/reference"),
+    log:
+        log_file("{model}/init_model"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=2000,
+    shell:
+        rpo_step(
+            "init-model --config {input.config} --model {wildcards.model} --train {input.train} --eval {input.eval} "
+            "--out-dir {output}"
+        )
+
+
+# The synthetic world's training set, sampled from each model's reference (data.sample_from_reference).
+rule sample_training_data:
+    input:
+        config=SHARED_CONFIG,
+        model=rules.init_model.output,
+        train=rules.prepare_data.output.train,
+    output:
+        train=f"{RESULTS}/{{model}}/data/train.parquet",
+        manifest=f"{RESULTS}/{{model}}/data/manifest.json",
+    log:
+        log_file("{model}/sample_training_data"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=3000,
+    shell:
+        rpo_step(
+            "sample-data --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+            "--train {input.train} --out {output.train}"
+        )
+
+
+rule reference_logprobs:
+    input:
+        config=SHARED_CONFIG,
+        model=rules.init_model.output,
+        train=base_training_table,
+    output:
+        f"{RESULTS}/{{model}}/reference_logprobs.parquet",
+    log:
+        log_file("{model}/reference_logprobs"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=4000,
+    shell:
+        rpo_step(
+            "ref-logprobs --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+            "--train {input.train} --out {output}"
+        )
