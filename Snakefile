@@ -26,6 +26,7 @@ rule all:
         report_files(),
         f"{RESULTS}/report_run.json",
         run_paths("scores.json", ablation=None),
+        reference_paths("scores.json"),
         ood_paths("ood_scores.json"),
         judge_paths(),
         [f"{DATA}.dvc"] if CFG["data"]["dvc"] else [],

@@ -281,3 +281,21 @@ def test_kto_and_sft_do_not_reach_the_optimum():
     # beats the threshold; SFT imitates every completion equally and drifts to whatever the data repeats.
     kto, sft = fit("kto", uniform_reference=True), fit("sft", uniform_reference=True)
     assert kto > 0.05 and sft > 0.05
+
+
+def test_sft_trains_on_each_prompts_best_completion_by_default(micro_config):
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "prompt_id": ["a", "a", "b", "b", "b", "c"],
+            "reward_raw": [1.0, 3.0, 5.0, 5.0, 2.0, 0.0],
+            "response": ["a1", "a2", "b1", "b2", "b3", "c1"],
+        }
+    )
+    cfg = config.resolve(micro_config)
+    assert objectives.sft_prepare(table, cfg)["response"].tolist() == ["a2", "b1", "c1"]
+    cfg["objective"]["sft"]["min_reward"] = 2.0
+    assert objectives.sft_prepare(table, cfg)["response"].tolist() == ["a2", "b1"]
+    cfg["objective"]["sft"].update(best_only=False, min_reward=None)
+    assert objectives.sft_prepare(table, cfg)["response"].tolist() == table["response"].tolist()

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, run_env, write_config
+from conftest import BIN, MICRO, run_env, write_config
 from safetensors.torch import load_file
 
 from rpo import config
@@ -57,7 +57,6 @@ def test_only_response_tokens_are_scored_token_by_token(arch):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """Micro data, both tiny reference models and their cached log-probs (KL pairs included)."""
-    from conftest import MICRO
 
     root = tmp_path_factory.mktemp("engine")
     old = os.getcwd()
@@ -262,6 +261,8 @@ def _loss_curve(db, out_dir):
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(prepared, tmp_path, method):
     # Two real ranks on CPU (gloo): `--cpu --num_processes 2` would silently run one process.
     root, cfg, cfg_path = prepared
+    if method == "sft":  # every completion, so that SFT runs as many steps as the others
+        cfg_path = write_config(tmp_path / "sft_all.yaml", {**MICRO, "objective": {"sft": {"best_only": False}}})
     env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
     args = [
         "train",

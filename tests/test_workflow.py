@@ -7,7 +7,11 @@ import sqlite3
 import time
 
 import pandas as pd
+import pytest
 from conftest import REPO, snakemake, write_config
+
+from rpo import config as rpo_config
+from rpo.models import generation
 
 MICRO_JOBS = {
     "resolve_config": 7,
@@ -15,11 +19,11 @@ MICRO_JOBS = {
     "init_model": 2,
     "reference_logprobs": 2,
     "train": 8,
-    "generate": 8,
-    "score": 8,
-    "generate_ood": 8,
-    "score_ood": 8,
-    "judge": 12,
+    "generate": 10,  # 8 runs and the 2 references
+    "score": 10,
+    "generate_ood": 10,
+    "score_ood": 10,
+    "judge": 14,  # per model: RPO against 3 baselines in-domain and OOD, and against the reference in-domain
     "table2": 1,
     "table3": 1,
     "ablation_table": 4,
@@ -49,8 +53,9 @@ def test_the_paper_grid_plans_in_under_five_seconds(tmp_path):
         result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
         timings.append(time.perf_counter() - start)
     counts = job_counts(result.stdout)
-    # 6 models x (4 methods + 9 RPO ablations); judges: 2 x 6 x (3 baselines in-domain and OOD + 9 ablations vs SFT)
-    assert counts["train"] == 6 * (4 + 9) and counts["judge"] == 2 * 6 * (3 + 3 + 9)
+    # 6 models x (4 methods + 9 RPO ablations); judges: 2 x 6 x (3 baselines in-domain and OOD, the reference
+    # in-domain, 9 ablations vs SFT)
+    assert counts["train"] == 6 * (4 + 9) and counts["judge"] == 2 * 6 * (3 + 3 + 1 + 9)
     assert counts["data_variant"] == 6 and counts["ablation_table"] == 4
     assert min(timings) < 5.0, f"planning took {timings}"
 
@@ -79,8 +84,8 @@ def test_a_table_target_plans_only_what_it_needs(tmp_path, micro_config):
     micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}}}
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
     counts = job_counts(snakemake(tmp_path, "results/micro/tables/table4.md", "-n", "--configfile", str(cfg)).stdout)
-    # RPO (default and beta 5) and the default SFT it is judged against, for both models; nothing else
-    assert counts["train"] == 6 and counts["generate"] == 6 and counts["score"] == 4 and counts["judge"] == 4
+    # RPO (default and beta 5), the default SFT it is judged against and the reference row, for both models; nothing else
+    assert counts["train"] == 6 and counts["generate"] == 8 and counts["score"] == 6 and counts["judge"] == 4
     assert counts["ablation_table"] == 1
     assert not {"generate_ood", "score_ood", "table2", "table3", "figure1", "paper_comparison"} & set(counts)
 
@@ -99,10 +104,21 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
         ).is_file()
     table2 = pd.read_csv(res / "tables" / "table2.csv")
     rouge = table2[table2["metric"] == "rouge_l"]
-    assert len(rouge) == 8 and rouge["value"].between(0, 1).all()
-    assert set(table2[table2["metric"] == "wr:oracle"]["row"]) == {"sft", "kto", "dro"}
+    assert len(rouge) == 10 and rouge["value"].between(0, 1).all()
+    assert set(table2[table2["metric"] == "wr:oracle"]["row"]) == {"sft", "kto", "dro", "reference"}
     table4 = pd.read_csv(res / "tables" / "table4.csv")
-    assert set(table4["row"]) == {"beta=5", "RPO (ref.)"}
+    assert set(table4["row"]) == {"beta=5", "RPO (ref.)", "Reference"}
+    # The reference row is the reference's own generations, scored like every run's.
+    reference_run = res / "t5" / "reference" / "default" / "seed0"
+    scores = json.loads((reference_run / "scores.json").read_text())
+    row = table2[(table2["model"] == "t5") & (table2["row"] == "reference") & (table2["metric"] == "rouge_l")]
+    assert row["value"].item() == pytest.approx(scores["metrics"]["rouge_l"])
+    generations = [json.loads(line) for line in (reference_run / "generations.jsonl").read_text().splitlines()]
+    resolved = rpo_config.load(res / "configs" / "ablation_default.yaml")
+    generator = generation.make_generator(resolved, "t5", res / "t5" / "reference" / "model")
+    prompts, size = [g["prompt"] for g in generations], resolved["generate"]["batch_size"]
+    regenerated = [text for i in range(0, len(prompts), size) for text in generator(prompts[i : i + size], seed=0)]
+    assert regenerated == [g["generation"] for g in generations]
     assert "\\begin{tabular}" in (res / "tables" / "table4.tex").read_text()
 
     with sqlite3.connect(tmp_path / "results" / "mlflow.db") as con:
@@ -114,11 +130,11 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
         ).fetchall()
     assert rules == {
         "train": 10,
-        "generate": 10,
-        "score": 10,
-        "generate_ood": 8,
-        "score_ood": 8,
-        "judge": 14,
+        "generate": 12,  # and the references'
+        "score": 12,
+        "generate_ood": 10,
+        "score_ood": 10,
+        "judge": 16,  # and RPO against each reference
         "report": 1,
     }
     for sidecar in [

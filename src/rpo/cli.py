@@ -78,6 +78,16 @@ def cmd_sample_data(args) -> None:
     print(json.dumps(sample.sample_training_data(_config(args), args.model, args.model_dir, args.train, args.out)))
 
 
+def cmd_reference_samples(args) -> None:
+    from rpo.reference import optimum
+
+    print(
+        json.dumps(
+            optimum.sample_for_optimum(_config(args), args.model, args.model_dir, args.eval, args.train, args.out)
+        )
+    )
+
+
 def cmd_ref_logprobs(args) -> None:
     from rpo.reference import logprobs
 
@@ -96,7 +106,7 @@ def cmd_train(args) -> None:
 def cmd_generate(args) -> None:
     from rpo.evaluate import generate
 
-    generate.generate(_config(args), _cell(args), args.model_dir, args.eval, args.out)
+    generate.generate(_config(args), _cell(args), args.model_dir, args.eval, args.out, args.samples)
 
 
 def cmd_generate_ood(args) -> None:
@@ -129,12 +139,12 @@ def cmd_judge(args) -> None:
 def cmd_score(args) -> None:
     from rpo.evaluate import score
 
-    print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out)["metrics"]))
+    print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out, args.samples)["metrics"]))
 
 
 def cmd_report(args) -> None:
     cfg = _config(args)
-    if args.what in paper.TABLES:
+    if args.what in paper.TABLES or args.what == paper.OPTIMUM_TABLE:
         from rpo.report import tables
 
         print(tables.write_table(cfg, args.what, args.inputs, args.out_prefix))
@@ -216,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--out", required=True)
 
+    p = step(
+        "reference-samples",
+        cmd_reference_samples,
+        "draw optimum.samples_per_prompt completions per held-out "
+        "prompt from the reference and score them (the sample the KL-regularised optimum is estimated from)",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--eval", required=True)
+    p.add_argument("--train", required=True, help="the model's training table: its reward standardisation")
+    p.add_argument("--out", required=True)
+
     p = step("train", cmd_train, "train one (model, method, ablation, seed) cell", cell=True)
     p.add_argument("--init", required=True, help="reference/initial model folder")
     p.add_argument("--train", required=True)
@@ -228,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--eval", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--samples", help="also write generate.samples_per_prompt plain samples per prompt here")
 
     p = step("generate-ood", cmd_generate_ood, "generate on the out-of-distribution benchmarks", cell=True)
     p.add_argument("--model-dir", required=True)
@@ -250,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = step("score", cmd_score, "score generations (BERTScore, ROUGE-L, toxicity, Distinct-2, length)", cell=True)
     p.add_argument("--generations", required=True)
+    p.add_argument("--samples", help="the sampled evaluation's samples (rpo generate --samples)")
     p.add_argument("--out", required=True)
 
     p = step(
@@ -258,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         "write a table (md, csv, tex), a figure (png, pdf), the paper comparison, "
         "or the MLflow report run; each with a sidecar of run ids and md5s",
     )
-    p.add_argument("--what", required=True, choices=[*paper.TABLES, *paper.FIGURES, "paper_comparison", "mlflow_run"])
+    p.add_argument(
+        "--what",
+        required=True,
+        choices=[*paper.TABLES, paper.OPTIMUM_TABLE, *paper.FIGURES, "paper_comparison", "mlflow_run"],
+    )
     p.add_argument(
         "--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)"
     )

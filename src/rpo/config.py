@@ -187,6 +187,22 @@ def runs(cfg: dict) -> list[dict]:
     return cells
 
 
+def optimum_enabled(cfg: dict) -> bool:
+    """The optimum table and Figure 3 need a reward the pipeline can compute (the synthetic world's), the reference's
+    samples to estimate the optimum from, and each policy's sampled true reward."""
+    return (
+        cfg["data"]["source"] == "synthetic"
+        and cfg["optimum"]["samples_per_prompt"] > 0
+        and cfg["generate"]["samples_per_prompt"] > 0
+        and "true_reward" in cfg["score"]["metrics"]
+    )
+
+
+def trained_betas(cfg: dict) -> list[float]:
+    """Every beta a run of this config trains with (the default's and the ablations' overrides)."""
+    return sorted({for_ablation(cfg, a)["objective"]["beta"] for a in cfg["ablations"]})
+
+
 def training_table_name(cfg: dict) -> str:
     """The training table a (resolved, ablation-merged) config trains on: train, train_density0.5, train_noise0.1."""
     data = cfg["data"]

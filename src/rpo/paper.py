@@ -14,6 +14,8 @@ from typing import Callable
 PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
 
 BASELINES = ("sft", "kto", "dro")
+# The policy every method starts from, evaluated and judged like a method: its row in every table.
+REFERENCE = "reference"
 
 MAIN_TABLES = {
     "table2": "Table II: in-domain metrics and win rates of RPO against each baseline",
@@ -55,12 +57,19 @@ ABLATION_TABLES = {
 }
 
 TABLES = sorted([*MAIN_TABLES, *ABLATION_TABLES])
-FIGURES = {"figure1": "figure1_training_time", "figure2": "figure2_kl"}
+# Beyond the paper, where the reward can be computed (config.optimum_enabled): how close each method gets to the
+# KL-regularised optimum it aims at (Table "optimum"), and the reward-KL frontier (Figure 3).
+OPTIMUM_TABLE = "optimum"
+OPTIMUM_TITLE = "Beyond the paper: true reward against the KL-regularised optimum, and each method's share of its gain"
+FIGURES = {"figure1": "figure1_training_time", "figure2": "figure2_kl", "figure3": "figure3_frontier"}
+OPTIMUM_FIGURES = ("figure3",)
 # Row label of the default RPO in the ablation tables.
 DEFAULT_RPO_ROW = "RPO (ref.)"
 
 
 def title(name: str, cfg: dict) -> str:
+    if name == OPTIMUM_TABLE:
+        return OPTIMUM_TITLE
     if name in MAIN_TABLES:
         return MAIN_TABLES[name]
     return ABLATION_TABLES[name].title.format(baseline=cfg["judge"]["ablation_baseline"].upper())

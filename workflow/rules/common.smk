@@ -12,6 +12,11 @@ RESULTS = f"results/{CFG['name']}"
 RUNS = rpo_config.runs(CFG)
 ABLATION_CFG = {name: rpo_config.for_ablation(CFG, name) for name in CFG["ablations"]}
 RUN_DIR = f"{RESULTS}/{{model}}/{{method}}/{{ablation}}/seed{{seed}}"
+# The policy every method starts from lives in <model>/reference/model and is evaluated like a method, once: as the
+# run <model>/reference/default/seed<first seed>.
+REFERENCE_MODEL = f"{RESULTS}/{{model}}/reference/model"
+REFERENCE_SEED = rpo_config.ablation_seeds(CFG, "default")[0]
+OPTIMUM = rpo_config.optimum_enabled(CFG)
 DATA = f"data/prepared/{CFG['name']}"
 JUDGES = list(CFG["judge"]["judges"])
 TABLE_DIR = f"{RESULTS}/tables"
@@ -39,11 +44,11 @@ def rpo_step(args, launcher="rpo"):
 
 wildcard_constraints:
     model="|".join(map(re.escape, CFG["models"])),
-    method="|".join(map(re.escape, CFG["methods"])),
+    method="|".join(map(re.escape, [*CFG["methods"], paper.REFERENCE])),
     ablation="|".join(map(re.escape, CFG["ablations"])),
     seed=r"\d+",
     judge="|".join(map(re.escape, JUDGES)) or "no-judge-configured",
-    baseline="|".join(paper.BASELINES),
+    baseline="|".join([*paper.BASELINES, paper.REFERENCE]),
     scope="in_domain|ood",
 
 
@@ -98,6 +103,19 @@ def run_paths(filename, ablation="default"):
     return [f"{RUN_DIR.format(**cell)}/{filename}" for cell in RUNS if ablation in (None, cell["ablation"])]
 
 
+def reference_paths(filename):
+    """The reference's evaluation run of every model."""
+    return [f"{RESULTS}/{m}/{paper.REFERENCE}/default/seed{REFERENCE_SEED}/{filename}" for m in CFG["models"]]
+
+
+def policy_dir(wildcards):
+    """The model a run evaluates: the trained policy, or for the reference's run the reference itself."""
+    if wildcards.method == paper.REFERENCE:
+        return REFERENCE_MODEL.format(model=wildcards.model)
+    cell = dict(model=wildcards.model, method=wildcards.method, ablation=wildcards.ablation, seed=wildcards.seed)
+    return f"{RUN_DIR.format(**cell)}/model"
+
+
 def model_data(model):
     """Where a model's training tables live: shared, or its own when sampled from its reference."""
     return f"{RESULTS}/{model}/data" if SAMPLED else DATA
@@ -120,8 +138,8 @@ def data_tables():
 
 
 def ood_paths(filename):
-    """OOD outputs of every default-ablation run, when benchmarks are configured."""
-    return run_paths(filename) if CFG["ood"]["benchmarks"] else []
+    """OOD outputs of every default-ablation run and the reference's, when benchmarks are configured."""
+    return run_paths(filename) + reference_paths(filename) if CFG["ood"]["benchmarks"] else []
 
 
 def train_launcher(wildcards, resources):
@@ -134,12 +152,15 @@ def train_launcher(wildcards, resources):
 
 
 # ----------------------------------------------------------------------------- judging
-def opponents(ablation):
-    """Whom RPO of an ablation is judged against: every baseline by default, the configured one for an ablation."""
+def opponents(ablation, scope):
+    """Whom RPO of an ablation is judged against: every baseline by default (and, in-domain, the reference it
+    started from), the configured one for an ablation."""
     if "rpo" not in rpo_config.ablation_methods(CFG, ablation):
         return []
-    candidates = CFG["judge"]["baselines"] if ablation == "default" else [CFG["judge"]["ablation_baseline"]]
-    return [m for m in candidates if m in CFG["methods"]]
+    if ablation != "default":
+        return [m for m in [CFG["judge"]["ablation_baseline"]] if m in CFG["methods"]]
+    baselines = [m for m in CFG["judge"]["baselines"] if m in CFG["methods"]]
+    return baselines + [paper.REFERENCE] if scope == "in_domain" else baselines
 
 
 def judged_generations(wildcards):
@@ -147,6 +168,8 @@ def judged_generations(wildcards):
     filename = "generations.jsonl" if wildcards.scope == "in_domain" else "ood_generations.jsonl"
     rpo = dict(model=wildcards.model, method="rpo", ablation=wildcards.ablation, seed=wildcards.seed)
     baseline = dict(rpo, method=wildcards.baseline, ablation="default")
+    if wildcards.baseline == paper.REFERENCE:
+        baseline["seed"] = REFERENCE_SEED
     return [f"{RUN_DIR.format(**cell)}/{filename}" for cell in (rpo, baseline)]
 
 
@@ -154,15 +177,15 @@ def method_pairs(wildcards, paths):
     return [f"{method}={path}" for method, path in zip(["rpo", wildcards.baseline], paths)]
 
 
-def judge_paths(ablations=None, baselines=paper.BASELINES, scopes=("in_domain", "ood")):
+def judge_paths(ablations=None, baselines=(*paper.BASELINES, paper.REFERENCE), scopes=("in_domain", "ood")):
     """One win-rate file per (model, judge, ablation, seed, scope, baseline); OOD for the default runs only."""
     return [
         f"{RESULTS}/{model}/judge/{judge}/{ablation}/seed{seed}/{scope}_rpo_vs_{baseline}.json"
         for ablation in (ablations or CFG["ablations"])
-        for baseline in opponents(ablation)
-        if baseline in baselines
         for scope in scopes
         if scope == "in_domain" or (ablation == "default" and CFG["ood"]["benchmarks"])
+        for baseline in opponents(ablation, scope)
+        if baseline in baselines
         for model in CFG["models"]
         for judge in JUDGES
         for seed in rpo_config.ablation_seeds(CFG, ablation)
@@ -174,14 +197,34 @@ def ablation_table_inputs(wildcards):
     """Scores of RPO under the table's ablations and by default, and their win rates against the baseline."""
     ablations = [*ablations_of(wildcards.table), "default"]
     scores = [p for a in ablations for p in run_paths("scores.json", ablation=a) if "/rpo/" in p]
-    return scores + judge_paths(ablations, baselines=[CFG["judge"]["ablation_baseline"]], scopes=["in_domain"])
+    return (
+        scores
+        + reference_paths("scores.json")
+        + judge_paths(ablations, baselines=[CFG["judge"]["ablation_baseline"]], scopes=["in_domain"])
+    )
 
 
 def report_files():
     """Everything the MLflow report run and the HTML report hold."""
-    tables = [f"{TABLE_DIR}/{t}.{ext}" for t in paper.TABLES for ext in ("md", "csv", "tex", "runs.json")]
-    figures = [f"{FIGURE_DIR}/{f}.{ext}" for f in paper.FIGURES.values() for ext in ("png", "pdf", "runs.json")]
+    names = [*paper.TABLES, *([paper.OPTIMUM_TABLE] if OPTIMUM else [])]
+    tables = [f"{TABLE_DIR}/{t}.{ext}" for t in names for ext in ("md", "csv", "tex", "runs.json")]
+    figures = [
+        f"{FIGURE_DIR}/{f}.{ext}"
+        for name, f in paper.FIGURES.items()
+        if OPTIMUM or name not in paper.OPTIMUM_FIGURES
+        for ext in ("png", "pdf", "runs.json")
+    ]
     return tables + figures + [f"{RESULTS}/paper_comparison.md", f"{RESULTS}/paper_comparison.runs.json"]
+
+
+def optimum_inputs():
+    """What the optimum table and Figure 3 read: the reference's samples, every policy's scores and KL curve."""
+    return (
+        [f"{RESULTS}/{m}/{paper.REFERENCE}/optimum_samples.jsonl" for m in CFG["models"]]
+        + reference_paths("scores.json")
+        + run_paths("scores.json", ablation=None)
+        + run_paths("kl.csv", ablation=None)
+    )
 
 
 def out_prefix(wildcards, output):

@@ -1,10 +1,11 @@
 rule generate:
     input:
         config=ablation_config,
-        model=rules.train.output.model,
+        model=policy_dir,
         eval=rules.prepare_data.output.eval,
     output:
-        f"{RUN_DIR}/generations.jsonl",
+        generations=f"{RUN_DIR}/generations.jsonl",
+        samples=f"{RUN_DIR}/samples.jsonl",
     log:
         f"{RUN_LOGS}/generate.log",
     conda:
@@ -13,14 +14,16 @@ rule generate:
         mem_mb=4000,
     shell:
         rpo_step(
-            f"generate --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --eval {{input.eval}} --out {{output}}"
+            f"generate --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --eval {{input.eval}} "
+            "--out {output.generations} --samples {output.samples}"
         )
 
 
 rule score:
     input:
         config=ablation_config,
-        generations=rules.generate.output,
+        generations=rules.generate.output.generations,
+        samples=rules.generate.output.samples,
     output:
         f"{RUN_DIR}/scores.json",
     log:
@@ -30,13 +33,16 @@ rule score:
     resources:
         mem_mb=2000,
     shell:
-        rpo_step(f"score --config {{input.config}} {CELL_ARGS} --generations {{input.generations}} --out {{output}}")
+        rpo_step(
+            f"score --config {{input.config}} {CELL_ARGS} --generations {{input.generations}} "
+            "--samples {input.samples} --out {output}"
+        )
 
 
 rule generate_ood:
     input:
         config=ablation_config,
-        model=rules.train.output.model,
+        model=policy_dir,
     output:
         f"{RUN_DIR}/ood_generations.jsonl",
     log:

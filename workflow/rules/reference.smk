@@ -4,7 +4,7 @@ rule init_model:
         train=rules.prepare_data.output.train,
         eval=rules.prepare_data.output.eval,
     output:
-        directory(f"{RESULTS}/{{model}}/reference"),
+        directory(REFERENCE_MODEL),
     log:
         log_file("{model}/init_model"),
     conda:
@@ -57,4 +57,26 @@ rule reference_logprobs:
         rpo_step(
             "ref-logprobs --config {input.config} --model {wildcards.model} --model-dir {input.model} "
             "--train {input.train} --out {output}"
+        )
+
+
+# The optimum table and Figure 3: N completions per held-out prompt from the reference, scored by the true reward.
+rule reference_samples:
+    input:
+        config=SHARED_CONFIG,
+        model=rules.init_model.output,
+        eval=rules.prepare_data.output.eval,
+        train=base_training_table,
+    output:
+        f"{RESULTS}/{{model}}/reference/optimum_samples.jsonl",
+    log:
+        log_file("{model}/reference_samples"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=3000,
+    shell:
+        rpo_step(
+            "reference-samples --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+            "--eval {input.eval} --train {input.train} --out {output}"
         )

@@ -1,7 +1,7 @@
 rule table2:
     input:
         config=DEFAULT_CONFIG,
-        runs=run_paths("scores.json") + judge_paths(["default"], scopes=["in_domain"]),
+        runs=run_paths("scores.json") + reference_paths("scores.json") + judge_paths(["default"], scopes=["in_domain"]),
     output:
         **table_outputs("table2"),
     log:
@@ -90,6 +90,44 @@ rule figure2:
         mem_mb=1500,
     params:
         what="figure2",
+        prefix=out_prefix,
+    shell:
+        rpo_step(REPORT_STEP)
+
+
+rule table_optimum:
+    input:
+        config=CONFIG_FILE,
+        runs=optimum_inputs(),
+    output:
+        **table_outputs(paper.OPTIMUM_TABLE),
+    log:
+        log_file(paper.OPTIMUM_TABLE),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1500,
+    params:
+        what=paper.OPTIMUM_TABLE,
+        prefix=out_prefix,
+    shell:
+        rpo_step(REPORT_STEP)
+
+
+rule figure3:
+    input:
+        config=CONFIG_FILE,
+        runs=optimum_inputs(),
+    output:
+        **figure_outputs("figure3"),
+    log:
+        log_file("figure3"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1500,
+    params:
+        what="figure3",
         prefix=out_prefix,
     shell:
         rpo_step(REPORT_STEP)

@@ -14,27 +14,39 @@ import pandas as pd
 from rpo import tracking
 from rpo.evaluate import ood
 from rpo.io import md5
-from rpo.models.generation import generate_rows, make_generator
+from rpo.models.generation import generate_rows, make_generator, plain_sampling
 
 
-def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path) -> None:
+def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path=None) -> None:
+    """The configured decoding (greedy in the shipped configs) once per held-out prompt into `out_path`; and
+    `generate.samples_per_prompt` plain samples (temperature 1, no top-k/top-p: pi_theta itself) per prompt into
+    `samples_path` (empty when that is 0)."""
+    gcfg = cfg["generate"]
     table = pd.read_parquet(eval_path)
     out_path = Path(out_path)
-    partial = out_path.with_name(out_path.name + ".partial")
     generator = make_generator(cfg, cell["model"], model_dir)
     meta = [{"prompt_id": r.prompt_id, "prompt": r.prompt, "reference": r.response} for r in table.itertuples()]
+    prompts, k = table["prompt"].tolist(), gcfg["samples_per_prompt"]
+    name = f"{cell['model']}/{cell['method']}"
     with tracking.run(
-        cfg, "generate", out_path.parent, cell, params={"generate": cfg["generate"]}, tags={"eval_md5": md5(eval_path)}
+        cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}
     ):
-        generate_rows(
-            generator,
-            table["prompt"].tolist(),
-            meta,
-            partial,
-            cfg["generate"]["batch_size"],
-            cell["seed"],
-            desc=f"generate {cell['model']}/{cell['method']}",
-        )
+        partial = out_path.with_name(out_path.name + ".partial")
+        generate_rows(generator, prompts, meta, partial, gcfg["batch_size"], cell["seed"], desc=f"generate {name}")
+        if samples_path is not None:
+            generator.configure(plain_sampling(gcfg, gcfg["max_new_tokens"]))
+            samples_partial = Path(samples_path).with_name(Path(samples_path).name + ".partial")
+            generate_rows(
+                generator,
+                [p for p in prompts for _ in range(k)],
+                [m | {"sample": j} for m in meta for j in range(k)],
+                samples_partial,
+                gcfg["batch_size"],
+                cell["seed"],
+                pass_index=1,
+                desc=f"sample {k} per prompt {name}",
+            )
+            samples_partial.replace(samples_path)
     partial.replace(out_path)
 
 

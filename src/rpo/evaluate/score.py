@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +56,51 @@ def summarise(cfg: dict, per_example: dict, generations: list[str]) -> tuple[dic
     return values, cis
 
 
-def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
+def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
+    """Metrics of k samples per prompt: each prompt's mean over its samples, then the mean over prompts with a
+    bootstrap interval over prompts (Distinct-2: over all samples, its interval resampling prompts).
+    Returns values, intervals and {metric: {prompt_id: per-prompt mean}}."""
+    generations = [r["generation"] for r in samples]
+    per_example = per_example_scores(
+        cfg, generations, [r["reference"] for r in samples], [r["prompt"] for r in samples]
+    )
+    prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in samples))
+    rows_of = {p: [i for i, r in enumerate(samples) if r["prompt_id"] == p] for p in prompt_ids}
+    boot = cfg["score"]["bootstrap"]
+    ci_args = dict(samples=boot["samples"], confidence=boot["confidence"], seed=boot["seed"])
+    values, cis, per_prompt = {}, {}, {}
+    for name in cfg["score"]["metrics"]:
+        if name == "distinct_2":
+            values[name] = metrics.distinct_2(generations)
+            cis[name] = metrics.bootstrap_ci(
+                lambda idx: metrics.distinct_2([generations[i] for p in set(idx) for i in rows_of[prompt_ids[p]]]),
+                len(prompt_ids),
+                **ci_args,
+            )
+            continue
+        per_prompt[name] = {p: float(np.mean([per_example[name][i] for i in rows_of[p]])) for p in prompt_ids}
+        means = list(per_prompt[name].values())
+        values[name] = float(np.mean(means)) if means else float("nan")
+        cis[name] = metrics.mean_ci(means, **ci_args)
+    return values, cis, per_prompt
+
+
+def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) -> dict:
+    """Metrics of the configured decoding (one generation per prompt) and, given `samples_path`, of the sampled
+    evaluation (per-prompt means over k samples); per prompt in scores_per_example.jsonl (sampled: `sampled_*`)."""
     rows = read_jsonl(generations_path)
     generations = [r["generation"] for r in rows]
     per_example = per_example_scores(cfg, generations, [r["reference"] for r in rows], [r["prompt"] for r in rows])
     values, cis = summarise(cfg, per_example, generations)
+    samples = read_jsonl(samples_path) if samples_path else []
+    sampled = sampled_summary(cfg, samples) if samples else None
     per_example_path = Path(out_path).with_name("scores_per_example.jsonl")
     with open(per_example_path, "w") as sink:
         for i, row in enumerate(rows):
-            sink.write(json.dumps({"prompt_id": row["prompt_id"], **{k: v[i] for k, v in per_example.items()}}) + "\n")
+            record = {"prompt_id": row["prompt_id"], **{k: v[i] for k, v in per_example.items()}}
+            if sampled:
+                record |= {f"sampled_{k}": v.get(row["prompt_id"], math.nan) for k, v in sampled[2].items()}
+            sink.write(json.dumps(record) + "\n")
     with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
         run.log_metrics(values)
         run.log_metrics({f"{k}_ci_low": v[0] for k, v in cis.items()} | {f"{k}_ci_high": v[1] for k, v in cis.items()})
@@ -75,6 +112,14 @@ def score(cfg: dict, cell: dict, generations_path, out_path) -> dict:
             "confidence": cfg["score"]["bootstrap"]["confidence"],
             "mlflow_run_id": run.run_id,
         }
+        if sampled:
+            run.log_metrics({f"sampled_{k}": v for k, v in sampled[0].items()})
+            k = len(samples) // max(len(rows), 1)
+            summary["sampled"] = {
+                "samples_per_prompt": k,
+                "metrics": sampled[0],
+                "ci": {name: list(v) for name, v in sampled[1].items()},
+            }
         Path(out_path).write_text(json.dumps(summary, indent=2))
         run.log_artifact(out_path)
         run.log_artifact(per_example_path)

@@ -28,6 +28,24 @@ def generation_kwargs(gcfg: dict, tokenizer) -> dict:
     return kwargs
 
 
+def plain_sampling(
+    gcfg: dict, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> dict:
+    """Generation settings that sample from the model's own distribution: no repetition penalty, no n-gram blocking
+    (with the defaults, temperature 1 and no top-k/top-p: exactly pi(y|x), the distribution the KL-regularised
+    objectives are about)."""
+    return {
+        **gcfg,
+        "do_sample": True,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "max_new_tokens": max_new_tokens,
+    }
+
+
 def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
     """Each batch has its own seed, so a resumed run draws exactly what an uninterrupted one would."""
     return seed * 1_000_003 + pass_index * 100_003 + batch_index
@@ -38,6 +56,10 @@ class TransformersGenerator:
         self.model, self.tokenizer = build.load(model_dir, spec["arch"])
         self.model.to(build.device()).eval()
         self.spec, self.max_prompt_len = spec, max_prompt_len
+        self.configure(gcfg)
+
+    def configure(self, gcfg: dict) -> None:
+        """Decode with other settings (greedy, then samples) without loading the model again."""
         self.kwargs = generation_kwargs(gcfg, self.tokenizer)
 
     @torch.no_grad()
@@ -72,6 +94,9 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.spec, self.gcfg, self.params = spec, gcfg, SamplingParams
 
+    def configure(self, gcfg: dict) -> None:
+        self.gcfg = gcfg
+
     def __call__(self, prompts: list, seed: int) -> list[str]:
         g = self.gcfg
         params = self.params(
@@ -88,9 +113,10 @@ class VLLMGenerator:
         return [o.outputs[0].text.strip() for o in self.llm.generate(texts, params, use_tqdm=False)]
 
 
-def make_generator(cfg: dict, model_name: str, model_dir):
+def make_generator(cfg: dict, model_name: str, model_dir, gcfg: dict | None = None):
+    """The configured backend for a model, decoding with `gcfg` (default: the config's generate section)."""
     cfg = config_lib.for_model(cfg, model_name)
-    gcfg = cfg["generate"]
+    gcfg = gcfg or cfg["generate"]
     cls = VLLMGenerator if gcfg["backend"] == "vllm" else TransformersGenerator
     return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])
 

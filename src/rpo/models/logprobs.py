@@ -101,3 +101,22 @@ def sequence_logprobs(model, batch: Batch, chunk_size: int = 0) -> tuple[torch.T
 def reduce(sum_logp: torch.Tensor, n_tokens: torch.Tensor, reduction: str) -> torch.Tensor:
     """`sum` over response tokens (default) or `mean` (the released code's choice)."""
     return sum_logp if reduction == "sum" else sum_logp / n_tokens.clamp(min=1)
+
+
+def scored_mask(batch: Batch) -> torch.Tensor:
+    """[B, T] 1 where a position's output is scored: causal position t predicts token t+1 of the response."""
+    return batch.response_mask[:, 1:] if batch.labels is None else batch.response_mask
+
+
+def token_distributions(model, batch: Batch) -> torch.Tensor:
+    """log softmax over the whole vocabulary at every scored response position, [positions, V] in float32, rows in
+    the order of scored_mask(batch).nonzero()."""
+    if batch.labels is None:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    else:
+        core = getattr(model, "module", model)
+        decoder_input_ids = core.prepare_decoder_input_ids_from_labels(labels=batch.labels)
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids
+        ).logits
+    return torch.log_softmax(logits[scored_mask(batch).bool()].float(), dim=-1)

@@ -19,16 +19,9 @@ def sample_training_data(cfg: dict, model_name: str, model_dir, prompts_path, ou
     from this model's reference, each scored by the world's true reward; duplicates and prompts left with fewer than
     `data.min_responses_per_prompt` distinct completions are dropped (counted in the manifest)."""
     scfg, dcfg = cfg["data"]["sample_from_reference"], cfg["data"]
-    gcfg = {
-        **cfg["generate"],
-        "do_sample": True,
-        "temperature": scfg["temperature"],
-        "top_k": scfg["top_k"],
-        "top_p": scfg["top_p"],
-        "repetition_penalty": 1.0,
-        "no_repeat_ngram_size": 0,
-        "max_new_tokens": scfg["max_new_tokens"],
-    }
+    gcfg = generation.plain_sampling(
+        cfg["generate"], scfg["max_new_tokens"], scfg["temperature"], scfg["top_k"], scfg["top_p"]
+    )
     generator = generation.TransformersGenerator(
         model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"]
     )

@@ -1,5 +1,6 @@
-"""Figure 1 (training time per model and method) and Figure 2 (KL to the reference during training), PNG and PDF,
-each with a sidecar of the runs it was made from."""
+"""Figure 1 (training time per model and method), Figure 2 (KL to the reference during training) and Figure 3 (the
+reward-KL frontier against the KL-regularised optimum), PNG and PDF, each with a sidecar of the runs it was made
+from."""
 
 from __future__ import annotations
 
@@ -7,12 +8,66 @@ import json
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
+from scipy import stats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import seaborn as sns  # noqa: E402
 
+from rpo.report import optimum  # noqa: E402
 from rpo.report.inputs import Inputs  # noqa: E402
+
+
+def frontier_figure(cfg: dict, inputs: Inputs):
+    """Per model: the optimum's (KL, reward) curve over beta, the reference at KL 0, and every trained policy at
+    its final KL and sampled true reward, with 95% intervals across seeds."""
+    data = optimum.frontier(cfg, inputs)
+    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), squeeze=False)
+    palette = dict(zip(cfg["methods"], sns.color_palette(n_colors=len(cfg["methods"]))))
+    for ax, (model, f) in zip(axes[0], data.items()):
+        curve = f["curve"]
+        ax.plot([c["kl"] for c in curve], [c["reward"] for c in curve], "k--", lw=1, label="optimum pi* (over beta)")
+        for c in curve:
+            ax.annotate(
+                f"{c['beta']:g}",
+                (c["kl"], c["reward"]),
+                fontsize=6,
+                color="0.4",
+                xytext=(2, -8),
+                textcoords="offset points",
+            )
+        ax.errorbar(
+            [0],
+            [f["reference"]],
+            yerr=[[f["reference"] - f["reference_ci"][0]], [f["reference_ci"][1] - f["reference"]]],
+            fmt="ks",
+            label="reference",
+        )
+        default_beta = cfg["objective"]["beta"]
+        for p in f["policies"]:  # the methods at their default beta, and the runs that change beta
+            if p["method"] not in palette or not p["kl"] or (p["ablation"] != "default" and p["beta"] == default_beta):
+                continue
+            reward = optimum.seed_cell(p["seeds"], "reward")
+            kl = pd.Series(p["kl"])
+            kl_half = 0.0 if len(kl) < 2 else float(stats.t.ppf(0.975, len(kl) - 1) * kl.std() / len(kl) ** 0.5)
+            ax.errorbar(
+                [kl.mean()],
+                [reward["value"]],
+                xerr=[[min(kl_half, kl.mean())], [kl_half]],  # a KL interval stops at 0
+                yerr=[[reward["value"] - reward["ci_low"]], [reward["ci_high"] - reward["value"]]],
+                fmt="o" if p["ablation"] == "default" else "^",
+                color=palette[p["method"]],
+                capsize=2,
+                label=optimum.label(cfg, p["method"], p["ablation"]),
+            )
+        ax.set_title(model)
+        ax.set_xlabel("KL(pi_theta || pi_ref) at the end of training (nats)")
+        ax.set_ylabel("true reward, plain samples")
+        ax.legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"Figure 3: reward against KL to the reference, and the KL-regularised optimum (config {cfg['name']})")
+    fig.tight_layout()
+    return fig
 
 
 def write_figure(cfg: dict, name: str, paths: list[str], out_prefix) -> None:
@@ -22,7 +77,9 @@ def write_figure(cfg: dict, name: str, paths: list[str], out_prefix) -> None:
     training = inputs.training()
     order = list(cfg["methods"])
     sns.set_theme(style="whitegrid", context="paper")
-    if name == "figure1":
+    if name == "figure3":
+        figure = frontier_figure(cfg, inputs)
+    elif name == "figure1":
         training = training[training["ablation"] == "default"]
         scale, unit = (
             (1, "hours")
@@ -61,9 +118,11 @@ def write_figure(cfg: dict, name: str, paths: list[str], out_prefix) -> None:
             height=3,
             facet_kws={"sharey": False},
         )
-        grid.set_axis_labels("training step", "KL(pi_theta || pi_ref) (nats)")
+        estimator = cfg["train"]["kl_estimator"].replace("_", "-")
+        grid.set_axis_labels("training step", f"KL(pi_theta || pi_ref), {estimator} estimate (nats)")
         grid.figure.suptitle(f"Figure 2: KL divergence to the reference during training (config {cfg['name']})", y=1.05)
+    figure = figure if name == "figure3" else grid.figure
     for suffix in (".png", ".pdf"):
-        grid.figure.savefig(out_prefix.with_suffix(suffix), bbox_inches="tight", dpi=150)
-    plt.close(grid.figure)
+        figure.savefig(out_prefix.with_suffix(suffix), bbox_inches="tight", dpi=150)
+    plt.close(figure)
     out_prefix.with_suffix(".runs.json").write_text(json.dumps(inputs.sidecar(out_prefix, "figure"), indent=2))

@@ -39,25 +39,45 @@ class Inputs:
         return [p for p in self.paths if p.name == name]
 
     def scores(self) -> pd.DataFrame:
+        """One row per run and metric; the sampled evaluation's metrics are named `sampled:<metric>`."""
         rows = []
         for path in self.of("scores.json"):
             s = self._read(path)
-            for metric, value in s["metrics"].items():
-                lo, hi = s.get("ci", {}).get(metric, (math.nan, math.nan))
-                rows.append(
-                    dict(
-                        model=s["model"],
-                        method=s["method"],
-                        ablation=s["ablation"],
-                        seed=s["seed"],
-                        metric=metric,
-                        value=value,
-                        ci_low=lo,
-                        ci_high=hi,
-                    )
-                )
+            cell = dict(model=s["model"], method=s["method"], ablation=s["ablation"], seed=s["seed"])
+            parts = [("", s["metrics"], s.get("ci", {}))]
+            if s.get("sampled"):
+                parts.append(("sampled:", s["sampled"]["metrics"], s["sampled"]["ci"]))
+            for prefix, values, cis in parts:
+                for metric, value in values.items():
+                    lo, hi = cis.get(metric, (math.nan, math.nan))
+                    rows.append(cell | dict(metric=prefix + metric, value=value, ci_low=lo, ci_high=hi))
         return pd.DataFrame(
             rows, columns=["model", "method", "ablation", "seed", "metric", "value", "ci_low", "ci_high"]
+        )
+
+    def per_prompt(self, metric: str) -> pd.DataFrame:
+        """Each run's per-prompt values of a metric (`sampled_<metric>`: the per-prompt mean over its samples), from
+        the scores_per_example.jsonl beside each scores.json."""
+        frames = []
+        for path in self.of("scores.json"):
+            s = json.loads(path.read_text())
+            frame = pd.read_json(path.with_name("scores_per_example.jsonl"), lines=True)
+            if metric in frame:
+                frames.append(
+                    frame[["prompt_id", metric]]
+                    .rename(columns={metric: "value"})
+                    .assign(model=s["model"], method=s["method"], ablation=s["ablation"], seed=s["seed"])
+                )
+        columns = ["prompt_id", "value", "model", "method", "ablation", "seed"]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    def reference_samples(self) -> pd.DataFrame:
+        """The reference's scored samples per held-out prompt (rpo reference-samples), every model's."""
+        frames = [pd.read_json(path, lines=True) for path in self.of("optimum_samples.jsonl")]
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["model", "prompt_id", "sample", "reward_raw", "reward"])
         )
 
     def winrates(self) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from rpo import config as config_lib
 from rpo import paper
+from rpo.report import optimum
 from rpo.report.inputs import Inputs, across_seeds, win_rate_cells
 
 METRICS = {
@@ -23,8 +24,26 @@ METRICS = {
     "avg_len": ("Avg Len", 1),
     "true_reward": ("True reward", 2),
     "constraint_accuracy": ("Constraint acc.", 3),
+    "sampled:true_reward": ("True reward (T=1)", 2),
 }
-ABLATION_METRICS = ["bertscore", "rouge_l", "toxicity", "distinct_2", "true_reward", "constraint_accuracy"]
+ABLATION_METRICS = [
+    "bertscore",
+    "rouge_l",
+    "toxicity",
+    "distinct_2",
+    "true_reward",
+    "constraint_accuracy",
+    "sampled:true_reward",
+]
+
+
+def _policies(cfg: dict, present) -> list[str]:
+    """The reference (where it was evaluated), then the config's methods, those present in `present`."""
+    return [m for m in [paper.REFERENCE, *cfg["methods"]] if m in set(present)]
+
+
+def _name(method: str) -> str:
+    return "Reference" if method == paper.REFERENCE else method.upper()
 
 
 def fmt(value: float, digits: int, lo: float = math.nan, hi: float = math.nan) -> str:
@@ -96,8 +115,8 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
     header = ["Model", "Method", *(METRICS[m][0] for m in metrics), *(f"{j} WR" for j in judges), "Seeds"]
     rows = []
     for model in _model_order(cfg, cells):
-        for method in [m for m in cfg["methods"] if m in set(cells[cells["model"] == model]["method"])]:
-            row = [model, method.upper()]
+        for method in _policies(cfg, cells[cells["model"] == model]["method"]):
+            row = [model, _name(method)]
             mine = cells[(cells["model"] == model) & (cells["method"] == method)].set_index("metric")
             for metric in metrics:
                 c = mine.loc[metric]
@@ -114,9 +133,11 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
         ]
     )
     notes = [
-        "Held-out prompts; reference: each prompt's best completion. Cells: mean over seeds "
-        "[95% interval: t across seeds, or the bootstrap over prompts for one seed]. "
-        "WR: % of prompts where RPO beats that row's baseline in both orders (ties counted apart); "
+        "Held-out prompts. Reference row: the policy every method starts from, generated and scored the same way. "
+        "BERTScore and ROUGE-L against each prompt's best completion. True reward (T=1): per-prompt mean over "
+        "generate.samples_per_prompt plain samples; the other columns: the configured decoding. Cells: mean over "
+        "seeds [95% interval: t across seeds, or the bootstrap over prompts for one seed]. "
+        "WR: % of prompts where RPO beats that row's policy in both orders (ties counted apart); "
         "blank on RPO's own row. Definitions: docs/metrics.md."
     ]
     return Table("table2", tidy, header, rows, notes)
@@ -146,14 +167,14 @@ def table3(cfg: dict, inputs: Inputs) -> Table:
     score_cols = list(dict.fromkeys(programmatic["metric"]))
     prog_rows = []
     for model in _model_order(cfg, programmatic) if len(programmatic) else []:
-        for method in [m for m in cfg["methods"] if m in set(programmatic[programmatic["model"] == model]["method"])]:
+        for method in _policies(cfg, programmatic[programmatic["model"] == model]["method"]):
             mine = programmatic[(programmatic["model"] == model) & (programmatic["method"] == method)].set_index(
                 "metric"
             )
             prog_rows.append(
                 [
                     model,
-                    method.upper(),
+                    _name(method),
                     *(
                         fmt(mine.loc[c, "value"], 1, mine.loc[c, "ci_low"], mine.loc[c, "ci_high"])
                         if c in mine.index
@@ -196,8 +217,14 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     ablations = [a for a in cfg["ablations"] if paper.ablation_table(cfg, a) == name]
     labels = {a: paper.ablation_label(cfg, a, config_lib.for_ablation(cfg, a)) for a in ablations}
     labels["default"] = paper.DEFAULT_RPO_ROW
+    labels[paper.REFERENCE] = "Reference"
     scores = inputs.scores()
-    scores = scores[(scores["method"] == "rpo") & scores["ablation"].isin(labels)]
+    scores = scores[
+        ((scores["method"] == "rpo") & scores["ablation"].isin(labels))
+        | ((scores["method"] == paper.REFERENCE) & (scores["ablation"] == "default"))
+    ]
+    # the reference's row is keyed by its name rather than its (default) ablation
+    scores = scores.assign(ablation=scores["ablation"].where(scores["method"] != paper.REFERENCE, paper.REFERENCE))
     metrics = [m for m in ABLATION_METRICS if m in set(scores["metric"])]
     cells = across_seeds(scores, ["model", "ablation", "metric"])
     wins = inputs.winrates()
@@ -208,7 +235,7 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     header = ["Model", "Setting", *(METRICS[m][0] for m in metrics), *(f"{j} WR" for j in judges), "Seeds"]
     rows = []
     for model in _model_order(cfg, cells) if len(cells) else []:
-        for ablation in [*ablations, "default"]:
+        for ablation in [*ablations, "default", paper.REFERENCE]:
             mine = cells[(cells["model"] == model) & (cells["ablation"] == ablation)].set_index("metric")
             if mine.empty:
                 continue
@@ -227,15 +254,112 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     tidy = pd.concat([cells, wr.assign(metric="wr:" + wr["judge"]).drop(columns="judge")])
     tidy["row"] = tidy.pop("ablation").map(labels)
     notes = [
-        f"RPO under each setting, and the default RPO ({paper.DEFAULT_RPO_ROW}). WR: RPO of that row against the "
-        f"default {baseline.upper()} run. Cells: mean [95% interval]."
+        f"RPO under each setting, the default RPO ({paper.DEFAULT_RPO_ROW}) and the reference policy all methods "
+        f"start from. WR: RPO of that row against the default {baseline.upper()} run. Cells: mean [95% interval]."
     ]
     if not ablations:
         notes.append("This config has no ablation for this table.")
     return Table(name, tidy, header, rows, notes)
 
 
+def optimum_table(cfg: dict, inputs: Inputs) -> Table:
+    """Per model: the reference, the optimum at every beta trained with, and each policy's sampled true reward, its
+    gain over the reference, its share of the optimum's gain at its beta, and its final KL to the reference."""
+    header = [
+        "Model",
+        "Policy",
+        "beta",
+        "True reward (T=1)",
+        "Gain over reference",
+        "Share of optimal gain",
+        "KL to reference",
+        "Seeds",
+    ]
+    rows, tidy, convergence = [], [], []
+
+    def add(model, row, beta, cells, seeds):
+        rows.append(
+            [
+                model,
+                row,
+                "-" if beta is None else f"{beta:g}",
+                *(
+                    fmt(c["value"], d, c["ci_low"], c["ci_high"]) if c else "-"
+                    for c, d in zip([cells.get(k) for k in ("reward", "gain", "share", "kl")], (2, 2, 2, 2))
+                ),
+                str(seeds),
+            ]
+        )
+        tidy.extend(
+            dict(
+                model=model, row=row, metric=k, value=c["value"], ci_low=c["ci_low"], ci_high=c["ci_high"], seeds=seeds
+            )
+            for k, c in cells.items()
+            if c
+        )
+
+    def point(value, ci=(math.nan, math.nan)):
+        return dict(value=value, ci_low=ci[0], ci_high=ci[1])
+
+    n_samples = None
+    for model, f in optimum.frontier(cfg, inputs).items():
+        n_samples = f["n"]
+        add(
+            model,
+            f"Reference ({f['n']} samples per prompt)",
+            None,
+            dict(reward=point(f["reference"], f["reference_ci"]), gain=point(0.0), share=point(0.0), kl=point(0.0)),
+            1,
+        )
+        for beta in config_lib.trained_betas(cfg):
+            star = f["optimum"][beta]
+            add(
+                model,
+                "Optimum pi*",
+                beta,
+                dict(
+                    reward=point(star["reward"], star["reward_ci"]),
+                    gain=point(star["reward"] - f["reference"]),
+                    share=point(1.0),
+                    kl=point(star["kl"], star["kl_ci"]),
+                ),
+                1,
+            )
+            convergence += [(model, beta, *c) for c in star["convergence"]]
+        for p in f["policies"]:
+            cells = {k: optimum.seed_cell(p["seeds"], k) for k in ("reward", "gain", "share")}
+            if p["kl"]:  # a KL is never negative, nor is its interval
+                kl = pd.DataFrame(dict(k=0, value=p["kl"], ci_low=math.nan, ci_high=math.nan))
+                cells["kl"] = across_seeds(kl, ["k"]).iloc[0].to_dict()
+                cells["kl"]["ci_low"] = max(cells["kl"]["ci_low"], 0.0)
+            add(model, optimum.label(cfg, p["method"], p["ablation"]), p["beta"], cells, len(p["seeds"]))
+    notes = [
+        f"True reward of plain samples (temperature 1) on the held-out prompts. Reference and optimum: from "
+        f"{n_samples} reference samples per prompt, the optimum by self-normalised importance weights "
+        "exp(r/beta) on the standardised training reward (rpo.report.optimum). Policies: their sampled "
+        "evaluation; gain and share per prompt against the reference, share = gain / (optimum - reference) at "
+        "the policy's beta (SFT: the default beta). KL: the per-token estimate at the end of training. "
+        "Cells: mean [95% interval: t across seeds, or the bootstrap over prompts for one seed]."
+    ]
+    if convergence:
+        notes += [
+            "",
+            "The optimum's estimate against the number of reference samples per prompt N (finite-N bias: "
+            "both columns grow towards their limit):",
+            "",
+            "| Model | beta | N | Optimum true reward | KL(pi* \\|\\| pi_ref) |",
+            "|---|---|---|---|---|",
+            *(f"| {m} | {b:g} | {n} | {r:.3f} | {k:.3f} |" for m, b, n, r, k in convergence),
+            "",
+            "Policies:",
+        ]
+    columns = ["model", "row", "metric", "value", "ci_low", "ci_high", "seeds"]
+    return Table(paper.OPTIMUM_TABLE, pd.DataFrame(tidy, columns=columns), header, rows, notes)
+
+
 def build(cfg: dict, name: str, inputs: Inputs) -> Table:
+    if name == paper.OPTIMUM_TABLE:
+        return optimum_table(cfg, inputs)
     if name == "table2":
         return table2(cfg, inputs)
     if name == "table3":

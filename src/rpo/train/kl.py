@@ -1,4 +1,11 @@
-"""KL(pi_theta || pi_ref) on held-out prompts, from responses sampled from the policy (Figure 2)."""
+"""KL(pi_theta || pi_ref) on held-out prompts, from responses sampled from the policy (Figure 2, Figure 3).
+
+Two estimators over the same sampled responses y ~ pi_theta:
+  per_token  sum_t KL(pi_theta(.|s_t) || pi_ref(.|s_t)), the exact KL over the vocabulary at every position the
+             response visits: unbiased for the sequence KL (chain rule) and never negative (default)
+  log_ratio  sum_t [log pi_theta(y_t|s_t) - log pi_ref(y_t|s_t)]: also unbiased, but a single-sample estimate per
+             position, so it has far more variance and can be negative
+"""
 
 from __future__ import annotations
 
@@ -6,38 +13,33 @@ import torch
 
 from rpo.models import batching, logprobs
 
+ESTIMATORS = ("per_token", "log_ratio")
 
-def _until_eos(ids: list[int], eos: int, pad: int) -> list[int]:
-    out = []
-    for token in ids:
-        if token == pad and not out:
-            continue
-        out.append(token)
-        if token == eos:
-            break
-    return out
+
+def _until_eos(ids: list[int], eos: int) -> list[int]:
+    """The sampled tokens up to and including the first EOS (what follows it is padding)."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 @torch.no_grad()
-def estimate(
+def sample_responses(
     policy,
-    reference,
     tokenizer,
     arch: str,
-    prompts: list[str],
+    prompts: list,
     max_prompt_len: int,
     max_new_tokens: int,
     seed: int,
     chat_template: bool = False,
-) -> dict:
-    """Mean over prompts of sum_t [log pi_theta(y_t|...) - log pi_ref(y_t|...)], y ~ pi_theta (plain sampling)."""
+) -> batching.Batch | None:
+    """One response per prompt from pi_theta by plain sampling (temperature 1, no top-k/top-p), as a scoring batch;
+    prompts whose response is empty are left out (None: every response was empty)."""
     was_training = policy.training
     policy.eval()
     input_ids, attention_mask = batching.encode_prompts(tokenizer, arch, prompts, max_prompt_len, chat_template)
     input_ids, attention_mask = input_ids.to(policy.device), attention_mask.to(policy.device)
-    with torch.random.fork_rng(
-        devices=[policy.device] if policy.device.type == "cuda" else []
-    ):  # leave the training RNG untouched, so resumed runs match
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # leave the training RNG untouched, so resumed runs match
         torch.manual_seed(seed)
         output = policy.generate(
             input_ids=input_ids,
@@ -51,25 +53,76 @@ def estimate(
             eos_token_id=tokenizer.eos_token_id,
         )
     policy.train(was_training)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    prompt_ids = [[t for t, m in zip(row, mask) if m] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())]
     if arch == "causal":
-        prompt_ids = [
-            [t for t, m in zip(row, mask) if m] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())
-        ]
-        generated = [_until_eos(row, eos, pad) for row in output[:, input_ids.shape[1] :].tolist()]
+        generated = [_until_eos(row, eos) for row in output[:, input_ids.shape[1] :].tolist()]
     else:
-        prompt_ids = [
-            [t for t, m in zip(row, mask) if m][:-1] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())
-        ]
-        generated = [_until_eos(row[1:], eos, pad) for row in output.tolist()]  # drop the decoder start token
+        prompt_ids = [p[:-1] for p in prompt_ids]  # batch_from_ids appends the encoder's EOS again
+        generated = [_until_eos(row[1:], eos) for row in output.tolist()]  # drop the decoder start token
     keep = [i for i, g in enumerate(generated) if g]
-    batch = batching.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep]).to(
+    if not keep:
+        return None
+    return batching.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep]).to(
         policy.device
     )
-    log_ratio = logprobs.score(policy, batch).sum_logp - logprobs.score(reference, batch).sum_logp
+
+
+def per_token_kl(policy, reference, batch: batching.Batch) -> torch.Tensor:
+    """sum over each response's positions of KL(pi_theta(.|s_t) || pi_ref(.|s_t)), per sequence [B]."""
+    p = logprobs.token_distributions(policy, batch)
+    q = logprobs.token_distributions(reference, batch)
+    per_position = (p.exp() * (p - q)).sum(-1).clamp(min=0)  # >= 0 exactly; the clamp removes float round-off
+    rows = logprobs.scored_mask(batch).nonzero()[:, 0]
+    return torch.zeros(len(batch.input_ids), dtype=per_position.dtype, device=per_position.device).index_add_(
+        0, rows, per_position
+    )
+
+
+def log_ratio(policy, reference, batch: batching.Batch) -> torch.Tensor:
+    """sum_t [log pi_theta(y_t) - log pi_ref(y_t)] per sequence [B]."""
+    return logprobs.score(policy, batch).sum_logp - logprobs.score(reference, batch).sum_logp
+
+
+@torch.no_grad()
+def estimate(
+    policy,
+    reference,
+    tokenizer,
+    arch: str,
+    prompts: list,
+    max_prompt_len: int,
+    max_new_tokens: int,
+    seed: int,
+    chat_template: bool = False,
+    estimator: str = "per_token",
+    batch_size: int = 64,
+) -> dict:
+    """Mean over prompts of the chosen estimator on one sampled response per prompt, and its std across prompts;
+    `batch_size` prompts at a time, each batch sampled with its own seed."""
+    was_training = policy.training
+    policy.eval()
+    values, tokens = [], 0
+    for index, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = sample_responses(
+            policy,
+            tokenizer,
+            arch,
+            prompts[start : start + batch_size],
+            max_prompt_len,
+            max_new_tokens,
+            seed * 1_000_003 + index,
+            chat_template,
+        )
+        if batch is not None:
+            values.append((per_token_kl if estimator == "per_token" else log_ratio)(policy, reference, batch))
+            tokens += batch.response_mask.sum().item()
+    policy.train(was_training)
+    values = torch.cat(values) if values else torch.zeros(0)
+    n = len(values)
     return {
-        "kl": log_ratio.mean().item(),
-        "kl_std": log_ratio.std().item() if len(keep) > 1 else 0.0,
-        "kl_samples": len(keep),
-        "kl_response_tokens": batch.response_mask.sum().item() / max(len(keep), 1),
+        "kl": values.mean().item() if n else float("nan"),
+        "kl_std": values.std().item() if n > 1 else 0.0,
+        "kl_samples": n,
+        "kl_response_tokens": tokens / max(n, 1),
     }

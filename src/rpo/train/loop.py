@@ -291,6 +291,8 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
                 tcfg["kl_max_new_tokens"],
                 seed=seed * 7919 + step,
                 chat_template=spec["chat_template"],
+                estimator=tcfg["kl_estimator"],
+                batch_size=cfg["generate"]["batch_size"],
             ),
         }
         run.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)

@@ -142,12 +142,18 @@ def kto_loss(inputs: dict, cfg: dict):
 
 
 def sft_prepare(table, cfg: dict):
-    threshold = cfg["objective"]["sft"]["min_reward"]
-    if threshold is None:
-        return table
-    kept = table[table["reward_raw"] >= threshold]
-    if kept.empty:
-        raise ValueError(f"config key 'objective.sft.min_reward': no training row has reward_raw >= {threshold}")
+    """SFT mimics high-quality responses (the paper's baseline): each prompt's best completion by raw reward (the
+    first in table order among equals) with `best_only`, then those at or above `min_reward` if set."""
+    sft = cfg["objective"]["sft"]
+    kept = table
+    if sft["best_only"]:
+        kept = kept.loc[kept.groupby("prompt_id", sort=False)["reward_raw"].idxmax().sort_values()]
+    if sft["min_reward"] is not None:
+        kept = kept[kept["reward_raw"] >= sft["min_reward"]]
+        if kept.empty:
+            raise ValueError(
+                f"config key 'objective.sft.min_reward': no training row has reward_raw >= {sft['min_reward']}"
+            )
     return kept.reset_index(drop=True)
 
 

@@ -1,0 +1,69 @@
+"""The KL-regularised optimum estimated from reference samples: on a prompt with K enumerable responses the
+self-normalised importance estimate converges to the closed form, with the finite-N bias the docs describe; and a
+policy's share of the optimal gain is computed on the scale beta acts on."""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rpo.report import optimum
+
+P_REF = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+REWARD = np.array([-1.0, 0.0, 0.5, 1.0, 2.0])  # standardised, the scale beta acts on
+RAW = 3.0 * REWARD + 5.0
+
+
+def exact(beta: float) -> tuple[float, float]:
+    star = P_REF * np.exp(REWARD / beta)
+    star /= star.sum()
+    return float((star * RAW).sum()), float((star * np.log(star / P_REF)).sum())
+
+
+def estimate(beta: float, n: int, prompts: int = 400, seed: int = 0) -> tuple[float, float]:
+    idx = np.random.default_rng(seed).choice(len(P_REF), size=(prompts, n), p=P_REF)
+    best, kl = optimum.snis(REWARD[idx], RAW[idx], beta)
+    assert (kl >= 0).all()
+    return float(best.mean()), float(kl.mean())
+
+
+def test_the_importance_estimate_converges_to_the_closed_form_optimum():
+    for beta in (0.3, 1.0, 3.0):
+        true_reward, true_kl = exact(beta)
+        reward, kl = estimate(beta, 4000, prompts=50)
+        assert abs(reward - true_reward) < 0.03 and abs(kl - true_kl) < 0.01, (beta, reward, true_reward, kl, true_kl)
+
+
+def test_with_few_samples_the_optimum_is_underestimated_more_for_small_beta():
+    """The finite-N bias: too few samples miss the best, rare responses; sharper weights (small beta) suffer most."""
+    gaps = {}
+    for beta in (0.3, 3.0):
+        true_reward, true_kl = exact(beta)
+        reward4, kl4 = estimate(beta, 4)
+        reward64, _ = estimate(beta, 64)
+        assert reward4 < reward64 < true_reward + 0.02 and kl4 < true_kl
+        gaps[beta] = true_reward - reward4
+    assert gaps[0.3] > gaps[3.0] > 0
+
+
+def test_convergence_reports_every_power_of_two_up_to_n():
+    idx = np.random.default_rng(1).choice(len(P_REF), size=(30, 64), p=P_REF)
+    rows = optimum.convergence(REWARD[idx], RAW[idx], 0.5)
+    assert [n for n, _, _ in rows] == [1, 2, 4, 8, 16, 32, 64]
+    assert rows[0][2] == 0.0  # one sample: pi* is that sample, no divergence
+    assert abs(rows[-1][1] - exact(0.5)[0]) < abs(rows[0][1] - exact(0.5)[0])
+
+
+def test_sample_matrix_orders_samples_by_prompt():
+    samples = pd.DataFrame(
+        {
+            "model": ["m"] * 4 + ["x"],
+            "prompt_id": ["b", "a", "b", "a", "a"],
+            "sample": [1, 0, 0, 1, 0],
+            "reward": [4.0, 1.0, 3.0, 2.0, 9.0],
+            "reward_raw": [40.0, 10.0, 30.0, 20.0, 90.0],
+        }
+    )
+    prompts, rewards, raw = optimum.sample_matrix(samples, "m")
+    assert prompts == ["a", "b"] and rewards.tolist() == [[1.0, 2.0], [3.0, 4.0]] and raw[1, 1] == 40.0
+    assert math.isclose(optimum.snis(rewards, raw, 1e6)[0][0], 15.0, rel_tol=1e-4)  # beta -> inf: pi* = pi_ref
