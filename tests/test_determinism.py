@@ -1,6 +1,7 @@
 """Two runs of the embedded default (config/tiny.yaml) on one machine give byte-identical table CSVs."""
 
 import filecmp
+import json
 import subprocess
 
 import yaml
@@ -35,3 +36,6 @@ def test_two_runs_give_identical_table_csvs(tmp_path):
     assert {"table2.csv", "table7.csv", "optimum.csv"} <= set(names)
     match, mismatch, errors = filecmp.cmpfiles(first, second, names, shallow=False)
     assert not mismatch and not errors, mismatch + errors
+    # the optimum's table and Figure 3 are traced to the runs they were made from, like every report
+    for sidecar in (first / "optimum.runs.json", first.parent / "figures" / "figure3_frontier.runs.json"):
+        assert len(json.loads(sidecar.read_text())["mlflow_run_ids"]) >= 10, sidecar

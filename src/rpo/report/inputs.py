@@ -60,7 +60,7 @@ class Inputs:
         the scores_per_example.jsonl beside each scores.json."""
         frames = []
         for path in self.of("scores.json"):
-            s = json.loads(path.read_text())
+            s = self._read(path)
             frame = pd.read_json(path.with_name("scores_per_example.jsonl"), lines=True)
             if metric in frame:
                 frames.append(
