@@ -16,6 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ["429", "500", "timeout", "bad_json", "bad_verdict", None]
+NULL_CONTENT = "<null>"
 
 
 def _number(text: str) -> int:
@@ -97,6 +98,8 @@ class FakeJudge:
                 )
                 if fault == "bad_verdict":
                     text = "Both responses have merits, hard to say."
+                if text == NULL_CONTENT:  # a refusal or a tool call: OpenAI sends "content": null
+                    text = None
                 if anthropic:
                     body = {
                         "id": "msg",

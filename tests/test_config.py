@@ -80,13 +80,81 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path, micro_config):
     assert not (tmp_path / "data").exists()
 
 
-def test_snakemake_rejects_bad_config_before_any_job(tmp_path, micro_config):
-    micro_config["generate"]["top_p"] = 2.0
-    path = write_config(tmp_path / "bad.yaml", micro_config)
+def _yaml_with(micro_config, path, extra: str = ""):
+    path.write_text(yaml.safe_dump(micro_config) + extra)
+    return path
+
+
+# Edits a user makes by hand: each is refused by `rpo config` and by Snakemake before any job, naming the key or line.
+EDITS = [
+    ("duplicate section", lambda c: None, "train:\n  lr: 0.5\n", "duplicate key 'train'"),
+    ("beta NaN", lambda c: c.update(objective={"beta": float("nan")}), "", "'objective.beta': nan is not a finite"),
+    ("lr inf", lambda c: c["train"].update(lr=float("inf")), "", "'train.lr': inf is not a finite"),
+    ("epochs 2.0", lambda c: c["train"].update(epochs=2.0), "", "'train.epochs': 2.0 is not of type 'integer'"),
+    (
+        "ablation beta",
+        lambda c: c.update(ablations={"default": {}, "b": {"objective": {"beta": -1}}}),
+        "",
+        "ablation 'b'",
+    ),
+    (
+        "ablation unknown key",
+        lambda c: c.update(ablations={"default": {}, "b": {"train": {"lrr": 1}}}),
+        "",
+        "'train.lrr': unknown key",
+    ),
+    (
+        "ablation density 2",
+        lambda c: c.update(ablations={"default": {}, "d": {"data": {"density": 2}}}),
+        "",
+        "'data.density'",
+    ),
+    ("model override", lambda c: c["models"]["t5"].update(train={"batch_size": 0}), "", "model 't5'"),
+    ("top_p", lambda c: c["generate"].update(top_p=2.0), "", "'generate.top_p'"),
+]
+
+
+@pytest.mark.parametrize("name, edit, extra, words", EDITS, ids=[e[0] for e in EDITS])
+def test_an_edited_config_is_refused_by_rpo_config_naming_the_key(tmp_path, micro_config, name, edit, extra, words):
+    edit(micro_config)
+    path = _yaml_with(micro_config, tmp_path / "bad.yaml", extra)
+    out = subprocess.run(
+        [str(BIN / "rpo"), "config", "--config", str(path)], capture_output=True, text=True, env=run_env()
+    )
+    assert out.returncode == 2 and words in out.stderr and str(path) in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("name, edit, extra, words", [EDITS[0], EDITS[4], EDITS[7]], ids=lambda e: str(e)[:20])
+def test_snakemake_rejects_bad_config_before_any_job_in_a_few_lines(tmp_path, micro_config, name, edit, extra, words):
+    edit(micro_config)
+    path = _yaml_with(micro_config, tmp_path / "bad.yaml", extra)
     result = snakemake(tmp_path, "--configfile", str(path), check=False)
-    assert result.returncode != 0
-    assert "top_p" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and words in output, output
+    assert len(output.strip().splitlines()) <= 6 and "Traceback" not in output  # no schema dump
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], "give a config file"),
+        (["--config", "missing.yaml"], "missing.yaml: config file not found"),
+        (["--config", "."], ".: not a file"),
+        (["--config", "syntax.yaml"], "syntax.yaml: not valid YAML: line 3"),
+        (["--config", "latin1.yaml"], "latin1.yaml: not UTF-8 text"),
+        (["--json", "{not json"], "--json: not valid JSON"),
+        (["--json", "[1, 2]"], "the config must be a mapping"),
+    ],
+)
+def test_rpo_config_says_what_is_wrong_with_its_argument(tmp_path, args, words):
+    (tmp_path / "syntax.yaml").write_text("name: x\ntrain: {lr: 1\n")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    out = subprocess.run(
+        [str(BIN / "rpo"), "config", *args], capture_output=True, text=True, env=run_env(), cwd=tmp_path
+    )
+    assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_resolved_config_round_trips(tmp_path, micro_config):

@@ -134,9 +134,9 @@ def test_hub_loader_through_datasets(tmp_path):
 BAD = [
     ({"instruction": "p0", "response": "r"}, "reward", "missing field 'reward'"),
     ({"response": "r", "reward": 1}, "instruction", "missing field"),
-    ({"instruction": "p0", "response": "r", "reward": "high"}, "reward", "not a finite number"),
-    ({"instruction": "p0", "response": "r", "reward": float("nan")}, "reward", "not a finite number"),
-    ({"instruction": "p0", "response": "r", "reward": float("inf")}, "reward", "not a finite number"),
+    ({"instruction": "p0", "response": "r", "reward": "high"}, "reward", "not a number"),
+    ({"instruction": "p0", "response": "r", "reward": float("nan")}, "reward", "outside"),
+    ({"instruction": "p0", "response": "r", "reward": float("inf")}, "reward", "outside"),
     ({"instruction": "p0", "response": "   ", "reward": 1}, "response", "empty"),
     ({"instruction": "", "response": "r", "reward": 1}, "prompt", "empty"),
     ({"instruction": "p0", "response": "x" * 50_001, "reward": 1}, "response", "longer than"),
@@ -162,7 +162,7 @@ def test_bad_rows_error_names_file_row_and_field_and_lists_every_reject(tmp_path
     with pytest.raises(DataError) as err:
         prepare.prepare(cfg, tmp_path / "out")
     message = str(err.value)
-    assert f"{path}: row {n_good} field 'reward': missing field 'reward'" in message
+    assert f"{path}: line {n_good + 1} field 'reward': missing field 'reward'" in message
     assert f"{len(BAD) + 2} bad row(s)" in message
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len(BAD) + 2  # nothing lost: the rejects file survives the error
@@ -173,12 +173,15 @@ def test_bad_rows_drop_keeps_the_good_ones_and_accounts_for_every_drop(tmp_path)
     path, n_good = bad_file(tmp_path)
     manifest = prepare.prepare(cfg_for(path, on_bad_rows="drop", max_chars=50_000), tmp_path / "out")
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
-    by_row = {r["row"]: r for r in rejects}
+    by_line = {r["line"]: r for r in rejects}
     for offset, (_, fieldname, reason) in enumerate(BAD):
-        entry = by_row[n_good + offset]
+        entry = by_line[n_good + offset + 1]
         assert entry["field"] == fieldname and reason in entry["reason"] and entry["file"] == str(path)
-    assert "exact duplicate of row 5" in by_row[n_good + len(BAD)]["reason"]
-    assert "not valid JSON" in by_row[n_good + len(BAD) + 1]["reason"]
+    assert (
+        "exact duplicate of" in by_line[n_good + len(BAD) + 1]["reason"]
+        and "line 6" in by_line[n_good + len(BAD) + 1]["reason"]
+    )
+    assert "not valid JSON" in by_line[n_good + len(BAD) + 2]["reason"]
     assert manifest["rejected"]["total"] == len(rejects) == len(BAD) + 2
     assert sum(manifest["rejected"]["by_reason"].values()) == len(rejects)
     assert manifest["rows"]["train"] + manifest["rows"]["eval"] * 4 == n_good  # every good row is kept
@@ -198,7 +201,7 @@ def test_cli_reports_bad_data_with_exit_code_2(tmp_path, capsys):
         )
     )
     assert main(["prepare-data", "--config", str(cfg), "--out-dir", str(tmp_path / "out")]) == 2
-    assert f"{path}: row {n_good} field 'reward'" in capsys.readouterr().err
+    assert f"{path}: line {n_good + 1} field 'reward'" in capsys.readouterr().err
 
 
 # --- ablation variants -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Judges against a local fake server (OpenAI and Anthropic wire formats) that injects 429s, 500s, timeouts and
 malformed answers: verdicts complete, nothing is judged twice, the cache survives a kill, keys never leak."""
 
+import email.utils
 import json
 import signal
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, MICRO, run_env, write_config
-from fake_judge_server import FAULTS, FakeJudge
+from fake_judge_server import FAULTS, NULL_CONTENT, FakeJudge
 
 from rpo import config
 from rpo.data import synthetic
@@ -87,10 +88,37 @@ def test_permanent_failures_stop_with_a_clear_error(tmp_path, monkeypatch):
         with pytest.raises(JudgeError, match="HTTP 401") as error:
             Judge(spec("anthropic", server.url), tmp_path).compare(pairs(1))
     assert "wrong-key" not in str(error.value)
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY + "\n")  # read from a file with its newline
+    with pytest.raises(JudgeError, match="trailing newline") as error:
+        Judge(spec("openai", "http://127.0.0.1:9"), tmp_path)
+    assert KEY not in str(error.value)
     monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
-    with FakeJudge(KEY, faults=False, always="maybe?") as server:
+    with FakeJudge(KEY, faults=False) as server:  # a server that never answers: transient errors until retries run out
+        server.server.RequestHandlerClass.do_POST = lambda handler: handler._send(503, b"{}", {"retry-after": "0"})
         with pytest.raises(JudgeError, match="no valid verdict after 3 attempts"):
             Judge(spec("openai", server.url, max_retries=2), tmp_path / "c2").compare(pairs(1))
+
+
+@pytest.mark.parametrize("answer", ["maybe?", NULL_CONTENT])
+def test_an_answer_that_is_never_a_verdict_is_asked_twice_cached_and_reported(answer, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    items = pairs(3)
+    with FakeJudge(KEY, faults=False, always=answer) as server:
+        judge = Judge(spec("openai", server.url, max_retries=6), tmp_path / "cache")
+        assert judge.compare(items) == [judges.INVALID] * 3
+        assert judge.calls == len(server.log) == 2 * 5  # 5 distinct calls (pair 0 compares equal answers), 2 tries each
+        again = Judge(spec("openai", server.url, max_retries=6), tmp_path / "cache")
+        assert again.compare(items) == [judges.INVALID] * 3 and again.calls == 0  # cached: never paid again
+    rates = judges.win_rates([judges.INVALID, "win", "loss"], samples=50, confidence=0.95, seed=0)
+    assert (rates["n"], rates["invalid"], rates["win"]) == (2, 1, 50.0)
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    assert judges.retry_after_s("7") == 7.0 and judges.retry_after_s(None) is None
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= judges.retry_after_s(soon) <= 31
+    assert judges.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
+    assert judges.retry_after_s("soon-ish") is None
 
 
 def test_verdict_parsing():
@@ -204,3 +232,16 @@ def test_killed_judge_job_resumes_from_its_cache_and_keys_never_leak(tmp_path):
     assert leaks == [], f"API key written to {leaks}"
     assert KEY not in (tmp_path / "c.yaml").read_text()
     assert Path(tmp_path / "mlflow.db").exists()
+
+
+def test_a_key_with_a_trailing_newline_is_refused_and_never_printed(tmp_path):
+    with FakeJudge(KEY, faults=False) as server:
+        cmd, env = _judge_job(tmp_path, server.url, 2)
+        out = subprocess.run(
+            cmd, cwd=tmp_path, env={**env, "JUDGE_TEST_KEY": KEY + "\n"}, capture_output=True, text=True
+        )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "JUDGE_TEST_KEY" in out.stderr and "trailing newline" in out.stderr
+    assert KEY not in out.stdout + out.stderr
+    leaks = [str(p) for p in tmp_path.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    assert leaks == []

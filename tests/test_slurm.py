@@ -4,6 +4,7 @@ Skipped where no SLURM cluster answers, unless RPO_REQUIRE_SLURM=1 (set by .ci/r
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -57,9 +58,6 @@ def test_embedded_default_completes_on_a_real_slurm_cluster(slurm, tmp_path):
     env = run_env()
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
     subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
-    jobs_before = subprocess.run(
-        ["sacct", "-X", "-n", "-S", "today", "-o", "JobID"], capture_output=True, text=True, timeout=60
-    ).stdout.split()
     result = snakemake(
         tmp_path,
         "--profile",
@@ -68,14 +66,20 @@ def test_embedded_default_completes_on_a_real_slurm_cluster(slurm, tmp_path):
         str(REPO / "config" / "tiny.yaml"),
         *CI_RESOURCES,
     )
-    assert "steps (100%) done" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert "steps (100%) done" in log
 
-    # every job went through SLURM and is known to its accounting
+    # every job went through SLURM and is known to its accounting; only this run's jobs are counted (its SLURM run ID
+    # is every job's name), so another workflow on the same cluster cannot fail the test
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
     jobs = subprocess.run(
-        ["sacct", "-X", "-n", "-S", "today", "-o", "JobID,State"], capture_output=True, text=True, timeout=60
+        ["sacct", "-X", "-n", "-S", "today", "--name", run_id, "-o", "JobID,State"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.splitlines()
-    new = [line.split() for line in jobs if line.split() and line.split()[0] not in jobs_before]
-    assert len(new) >= 60 and all(state == "COMPLETED" for _, state in new)
+    ours = [line.split() for line in jobs if line.split()]
+    assert len(ours) >= 60 and all(state == "COMPLETED" for _, state in ours)
 
     res = tmp_path / "results" / "tiny"
     for table in TABLES:

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 
 from rpo import config
 from rpo.cli import main
+from rpo.errors import TrainingError
 from rpo.models import batching, build, logprobs
-from rpo.train import loop, objectives
+from rpo.train import checkpoint, loop, objectives
 from rpo.train.inputs import training_table
 from rpo.train.step import Step
 
@@ -223,6 +224,98 @@ def test_killed_training_resumes_to_the_same_weights(prepared, tmp_path, model_n
     kl_a, kl_b = pd.read_csv(tmp_path / "straight" / "kl.csv"), pd.read_csv(killed / "kl.csv")
     assert kl_a["step"].tolist() == kl_b["step"].tolist() and kl_a["kl"].tolist() == pytest.approx(kl_b["kl"].tolist())
     assert not (killed / "checkpoint").exists()  # cleaned up once the run is complete
+
+
+def _kill_after_two_checkpoints(root, cfg_path, model, out, env):
+    """Start a training run; kill it once the newest checkpoint and the one before it (.old) both exist."""
+    proc = subprocess.Popen(
+        _train_cmd(root, cfg_path, model, str(out)),
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    newest, older = out / "checkpoint" / "progress.json", out / "checkpoint.old" / "progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (newest.exists() and older.exists()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train.json").exists(), "the run finished before it could be killed"
+    assert newest.exists() and older.exists()
+
+
+def _same_weights(dir_a, dir_b) -> bool:
+    a, b = (load_file(d / "model" / "model.safetensors") for d in (dir_a, dir_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_edited_config_or_a_damaged_checkpoint_never_changes_the_result(prepared, tmp_path):
+    """Kill, edit the config, rerun: equal to an uninterrupted run of the new config (the stale checkpoint is not
+    resumed). Kill, truncate the newest checkpoint, rerun: it resumes from the one before, equal to an uninterrupted
+    run."""
+    root, cfg, _ = prepared
+    env = {**run_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    old = json.loads(json.dumps(cfg))
+    old["train"].update(epochs=6, checkpoint_every=1, kl_every=0)
+    new = json.loads(json.dumps(old))
+    new["train"]["lr"], new["objective"]["beta"] = 3e-3, 0.5
+    paths = {"old": write_config(tmp_path / "old.yaml", old), "new": write_config(tmp_path / "new.yaml", new)}
+    for name, path in paths.items():
+        subprocess.run(_train_cmd(root, path, "llama", str(tmp_path / name)), cwd=root, env=env, check=True)
+
+    damaged = tmp_path / "damaged"
+    _kill_after_two_checkpoints(root, paths["old"], "llama", damaged, env)
+    state = damaged / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    out = subprocess.run(
+        _train_cmd(root, paths["old"], "llama", str(damaged)), cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "not used: unreadable state.pt" in out.stdout and "resuming from" in out.stdout
+    assert _same_weights(tmp_path / "old", damaged)
+
+    edited = tmp_path / "edited"
+    _kill_after_two_checkpoints(root, paths["old"], "llama", edited, env)
+    out = subprocess.run(
+        _train_cmd(root, paths["new"], "llama", str(edited)), cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "another config" in out.stdout and "resuming from" not in out.stdout
+    assert _same_weights(tmp_path / "new", edited) and not _same_weights(tmp_path / "old", edited)
+
+
+def test_a_crafted_checkpoint_is_never_unpickled(tmp_path):
+    """state.pt is loaded with weights_only=True: a pickle that would run code on load is refused, not run."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    torch.save({"modules": Payload(), "optimizer": {}, "scheduler": {}, "rng": {}}, folder / "state.pt")
+    (folder / "progress.json").write_text(json.dumps({"step": 3, "fingerprint": "run"}))
+    said = []
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    assert checkpoint.resume(folder, "run", {"model": model}, optimizer, scheduler, say=said.append) is None
+    assert not marker.exists()
+    assert "unreadable state.pt" in said[0] and not folder.exists()
+
+
+def test_a_non_finite_loss_stops_training_before_any_model_is_written(prepared, tmp_path, monkeypatch):
+    root, cfg, _ = prepared
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    exploding = json.loads(json.dumps(cfg))
+    exploding["train"].update(lr=1e30, warmup_steps=0, kl_every=0, max_grad_norm=1e30)
+    cell = {"model": "llama", "method": "rpo", "ablation": "default", "seed": 0}
+    with pytest.raises(TrainingError, match=r"step \d+: .*not finite"):
+        loop.train(exploding, cell, "llama/ref", "data/train.parquet", "llama/ref.parquet", tmp_path / "run")
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "train.json").exists()
 
 
 def test_kl_starts_at_zero_and_moves_with_training(prepared, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from rpo import config, paper, versioning, warm
-from rpo.errors import ConfigError, DataError, JudgeError, VersioningError
+from rpo.errors import ConfigError, DataError, JudgeError, TrainingError, VersioningError
 
 
 def _config(args) -> dict:
@@ -27,8 +27,17 @@ def _cell(args) -> dict:
 
 
 def cmd_config(args) -> None:
-    raw = json.loads(args.json) if args.json else yaml.safe_load(Path(args.config).read_text())
-    cfg = config.resolve(raw, source=args.config or "snakemake config")
+    if bool(args.json) == bool(args.config):
+        raise ConfigError("rpo config: give a config file (--config FILE) or its JSON (--json TEXT), one of the two")
+    if args.json:
+        try:
+            raw, source = json.loads(args.json), "--json"
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--json: not valid JSON: {exc}") from None
+    else:
+        raw, source = config.read_yaml(args.config), args.config
+    cfg = config.resolve(raw, source=source)
+    config.check_every_cell(cfg, source)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -304,7 +313,7 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, VersioningError, JudgeError) as exc:
+    except (ConfigError, DataError, VersioningError, JudgeError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

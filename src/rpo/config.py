@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,10 @@ def _defaulting_validator():
 
     base = jsonschema.Draft202012Validator
     check_properties = base.VALIDATORS["properties"]
+    # JSON Schema counts 2.0 as an integer; a step count or batch size of 2.0 would crash deep inside a job.
+    strict_integers = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
 
     def fill_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -42,7 +47,7 @@ def _defaulting_validator():
                     instance[key] = copy.deepcopy(sub["default"])
         yield from check_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": fill_defaults})
+    return jsonschema.validators.extend(base, {"properties": fill_defaults}, type_checker=strict_integers)
 
 
 def _key_of(error) -> str:
@@ -72,6 +77,7 @@ def resolve(raw: dict, source: str = "config") -> dict:
     """Validate a config dict and return a deep copy with every default filled in."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
+    _refuse_non_finite(raw, source)
     cfg = copy.deepcopy(raw)
     validator = _validator_class()(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
@@ -80,6 +86,14 @@ def resolve(raw: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: invalid config\n  {lines}")
     _check_cross_references(cfg, source)
     return cfg
+
+
+def _refuse_non_finite(node, source: str, key: str = "") -> None:
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{source}: config key '{key or '<top level>'}': {node} is not a finite number")
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for name, child in children:
+        _refuse_non_finite(child, source, f"{key}.{name}" if key else str(name))
 
 
 def _check_cross_references(cfg: dict, source: str) -> None:
@@ -99,6 +113,8 @@ def _check_cross_references(cfg: dict, source: str) -> None:
                     f"{source}: config key 'ablations.{name}.methods': '{method}' is not one of methods {cfg['methods']}"
                 )
     data = cfg["data"]
+    if not data["reward_range"][0] < data["reward_range"][1]:
+        raise ConfigError(f"{source}: config key 'data.reward_range': [low, high] needs low < high")
     if data["density"] is not None and data["noise"] is not None:
         raise ConfigError(f"{source}: config key 'data.noise': set density or noise, not both (one ablation each)")
     if data["source"] != "synthetic" and not data["path"]:
@@ -127,15 +143,51 @@ def _check_cross_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{source}: config key 'models.{name}.gguf_file': source gguf needs the file's name")
 
 
-def load(path: str | Path) -> dict:
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> object:
+    """A YAML file's content; a missing file, a folder, bad bytes, bad syntax or a duplicate key is a ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return resolve(raw, source=str(path))
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from None
+
+
+def load(path: str | Path) -> dict:
+    return resolve(read_yaml(path), source=str(path))
+
+
+def check_every_cell(cfg: dict, source: str = "config") -> None:
+    """Validate every per-model and per-ablation override as its jobs will see it, before any job starts."""
+    for model in cfg["models"]:
+        for ablation in cfg["ablations"]:
+            try:
+                for_cell(cfg, model, ablation)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -153,7 +205,10 @@ def for_ablation(cfg: dict, ablation: str) -> dict:
     if ablation not in cfg["ablations"]:
         raise ConfigError(f"config key 'ablations.{ablation}': no such ablation (have {sorted(cfg['ablations'])})")
     override = {k: v for k, v in cfg["ablations"][ablation].items() if k not in ("methods", "table", "label", "seeds")}
-    return resolve(deep_merge(cfg, override), source=f"ablation '{ablation}'")
+    return resolve(
+        deep_merge(cfg, override),
+        source=f"ablation '{ablation}' (its overrides under 'ablations.{ablation}' merged in)",
+    )
 
 
 def ablation_methods(cfg: dict, ablation: str) -> list[str]:
@@ -163,7 +218,14 @@ def ablation_methods(cfg: dict, ablation: str) -> list[str]:
 def for_model(cfg: dict, model: str) -> dict:
     """The config a model's jobs see: its `train` overrides (batch size, lengths, LoRA...) merged in."""
     override = cfg["models"][model].get("train") or {}
-    return resolve(deep_merge(cfg, {"train": override}), source=f"model '{model}'") if override else cfg
+    return (
+        resolve(
+            deep_merge(cfg, {"train": override}),
+            source=f"model '{model}' (its overrides under 'models.{model}.train' merged in)",
+        )
+        if override
+        else cfg
+    )
 
 
 def for_cell(cfg: dict, model: str, ablation: str) -> dict:

@@ -15,3 +15,7 @@ class VersioningError(RuntimeError):
 
 class JudgeError(RuntimeError):
     """A judge call failed for good (bad request, missing key, retries exhausted)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss or gradient); the message names the step."""

@@ -1,13 +1,20 @@
 import json
 import re
-
-from snakemake.utils import validate
+import sys
 
 from rpo import config as rpo_config
 from rpo import paper
+from rpo.errors import ConfigError
 
-validate(config, "../schemas/config.schema.yaml")
-CFG = rpo_config.resolve(config, source="snakemake config")
+# The project's own validator, not snakemake.utils.validate (which dumps the schema): one line per error naming the
+# key, duplicate YAML keys refused, and every per-model and per-ablation override checked before any job starts.
+try:
+    for config_file in workflow.configfiles:
+        rpo_config.read_yaml(config_file)
+    CFG = rpo_config.resolve(config, source=", ".join(map(str, workflow.configfiles)) or "snakemake config")
+    rpo_config.check_every_cell(CFG, "config")
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
 RESULTS = f"results/{CFG['name']}"
 RUNS = rpo_config.runs(CFG)
 ABLATION_CFG = {name: rpo_config.for_ablation(CFG, name) for name in CFG["ablations"]}

@@ -47,30 +47,30 @@ def held_out(frame: pd.DataFrame, n_eval: int, min_reward: float, fallback: str,
 
 def _checked(data_cfg: dict, out_dir: Path, name: str):
     rows, origin, input_md5 = sources.load_rows(data_cfg)
-    rows.rejected.sort(key=lambda e: (e["row"], e.get("completion", -1)))  # file order
+    rows.rejected.sort(key=sources.order)  # file order
     rejects = out_dir / f"rejects{name}.jsonl"
     with open(fresh(rejects), "w") as handle:
         for entry in rows.rejected:
             handle.write(json.dumps(entry) + "\n")
     if rows.rejected and data_cfg["on_bad_rows"] == "error":
         first = rows.rejected[0]
-        where = f"{first['file']}: row {first['row']}" + (f", completion {first['completion']}" if "completion" in first else "")
-        raise DataError(f"{where} field '{first['field']}': {first['reason']} ({len(rows.rejected)} bad row(s) in all, "
+        raise DataError(f"{sources.describe(first)} field '{first['field']}': {first['reason']} ({len(rows.rejected)} bad row(s) in all, "
                         f"each listed in {rejects}; data.on_bad_rows: drop drops them)")
     if not rows.kept:
         raise DataError(f"{origin}: no usable rows ({len(rows.rejected)} rejected, listed in {rejects})")
-    return _frame(rows.kept), origin, input_md5, rows.rejected
+    return _frame(rows.kept), origin, input_md5, rows.rejected, rows.inputs
 
 
 def prepare(cfg: dict, out_dir: str | Path) -> dict:
     data_cfg = cfg["data"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame, origin, input_md5, rejected = _checked(data_cfg, out_dir, "")
+    frame, origin, input_md5, rejected, input_rows = _checked(data_cfg, out_dir, "")
     if data_cfg["source"] == "hub" and data_cfg["hub_eval_split"]:
         eval_cfg = {**data_cfg, "hub_split": data_cfg["hub_eval_split"]}
-        eval_frame, eval_origin, eval_md5, eval_rejected = _checked(eval_cfg, out_dir, "_eval")
+        eval_frame, eval_origin, eval_md5, eval_rejected, eval_inputs = _checked(eval_cfg, out_dir, "_eval")
         origin, input_md5, rejected = f"{origin} + {eval_origin}", {**input_md5, **eval_md5}, rejected + eval_rejected
+        input_rows += eval_inputs
     else:
         eval_frame = frame
     evaluation = held_out(eval_frame, data_cfg["n_eval_prompts"], data_cfg["eval_min_reward"], data_cfg["eval_fallback"],
@@ -82,7 +82,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     mean, std = 0.0, 1.0
     if data_cfg["standardize_rewards"]:
         mean, std = float(train["reward_raw"].mean()), float(train["reward_raw"].std(ddof=0))
-        std = std if std > 0 else 1.0  # all rewards equal: centre only
+        std = std if std > 0 else 1.0  # all rewards equal: centre only (data.reward_range keeps both finite)
     outputs = {}
     for name, part in (("train", train), ("eval", evaluation.reset_index(drop=True))):
         part = part.assign(row=np.arange(len(part)), reward=(part["reward_raw"] - mean) / std, split=name)[COLUMNS]
@@ -93,9 +93,15 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     for entry in rejected:
         key = entry["reason"].split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
+    # Every input row is counted once: kept for training, held out (a held-out prompt's best completion), unused
+    # (the other completions of held-out prompts), or rejected.
+    unused = len(frame) - len(train) + len(eval_frame) - len(evaluation) if eval_frame is not frame else (
+        len(frame) - len(train) - len(evaluation))
     manifest = {
         "source": origin,
         "rows": {"train": len(train), "eval": len(evaluation)},
+        "accounting": {"input_rows": input_rows, "kept_train": len(train), "kept_eval": len(evaluation),
+                       "eval_unused": unused, "rejected": len(rejected)},
         "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(evaluation["prompt_id"].nunique())},
         "responses_per_prompt": {"train_mean": len(train) / max(train["prompt_id"].nunique(), 1)},
         "reward_raw": {"train_mean": mean, "train_std": std, "min": float(train["reward_raw"].min()),
@@ -103,5 +109,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "rejected": {"total": len(rejected), "by_reason": reasons, "file": str(out_dir / "rejects.jsonl")},
         "md5": {"inputs": input_md5, "outputs": {name: md5(path) for name, path in outputs.items()}},
     }
-    fresh(out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    counted = sum(v for k, v in manifest["accounting"].items() if k != "input_rows")
+    assert counted == input_rows, f"row accounting: {manifest['accounting']}"  # a bug here, never a user's data
+    fresh(out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False))
     return manifest

@@ -10,10 +10,11 @@ local JSONL/Parquet file:
 from __future__ import annotations
 
 import json
-import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rpo.data import synthetic
@@ -29,6 +30,7 @@ class Rows:
 
     kept: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    inputs: int = 0  # rows read: each completion, and each record rejected whole
 
     def reject(self, where: dict, fieldname: str, reason: str, record: dict | None = None) -> None:
         entry = {**where, "field": fieldname, "reason": reason}
@@ -37,8 +39,19 @@ class Rows:
         self.rejected.append(entry)
 
 
+def describe(where: dict) -> str:
+    """'file: line 3, completion 1' (JSONL lines count from 1) or 'name:split: row 0' (records count from 0)."""
+    place = f"line {where['line']}" if "line" in where else f"row {where['row']}"
+    return f"{where['file']}: {place}" + (f", completion {where['completion']}" if "completion" in where else "")
+
+
+def order(where: dict) -> tuple:
+    return where.get("line", where.get("row", 0)), where.get("completion", -1)
+
+
 def read_records(data_cfg: dict):
-    """(records, origin, input_md5s): records are (location, dict) pairs in file order."""
+    """(records, origin, input_md5s): records are (location, value) pairs in file order; a line that is not JSON
+    becomes an `Invalid` value, rejected later like any other bad row."""
     source, path = data_cfg["source"], data_cfg["path"]
     if source == "synthetic":
         syn = data_cfg["synthetic"]
@@ -49,6 +62,8 @@ def read_records(data_cfg: dict):
     file = Path(path)
     if not file.exists():
         raise DataError(f"{path}: data file not found (config key 'data.path')")
+    if not file.is_file():
+        raise DataError(f"{path}: not a file (config key 'data.path' names a folder or device)")
     return _read_file(file, source), str(file), {str(file): md5(file)}
 
 
@@ -62,68 +77,115 @@ def _read_hub(name: str, split: str):
         f"{name}:{split}": getattr(dataset, "_fingerprint", "unknown")}
 
 
+@dataclass
+class Invalid:
+    reason: str
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
 def _read_file(path: Path, source: str) -> list:
+    with open(path, "rb") as handle:
+        head = handle.read(4)
     if source == "parquet":
-        return [({"file": str(path), "row": i}, r) for i, r in enumerate(pd.read_parquet(path).to_dict("records"))]
+        if head != PARQUET_MAGIC:
+            raise DataError(f"{path}: not a Parquet file (config key 'data.source' is 'parquet'; JSON lines: 'jsonl')")
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            raise DataError(f"{path}: unreadable Parquet file ({type(exc).__name__}: {exc})") from None
+        return [({"file": str(path), "row": i}, r) for i, r in enumerate(frame.to_dict("records"))]
+    if head == PARQUET_MAGIC:
+        raise DataError(f"{path}: a Parquet file, read as JSON lines (config key 'data.source': set it to 'parquet')")
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for i, line in enumerate(handle):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = {"file": str(path), "line": number}
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM may open the file
+            except UnicodeDecodeError as exc:
+                records.append((where, Invalid(f"not UTF-8 text (byte {exc.start + 1} of the line)")))
+                continue
             if not line.strip():
                 continue
             try:
-                records.append(({"file": str(path), "row": i}, json.loads(line)))
+                records.append((where, json.loads(line)))
             except json.JSONDecodeError as exc:
-                records.append(({"file": str(path), "row": i}, {"__invalid__": f"not valid JSON: {exc.msg}"}))
+                records.append((where, Invalid(f"not valid JSON: {exc.msg} (column {exc.colno})")))
     return records
 
 
-def _finite(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+def _is_number(value) -> bool:
+    """Only real numbers are rewards: not booleans, not strings ("7", "1_000"), not bytes."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _type_name(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bytes: "bytes", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, numbers.Number) else type(value).__name__)
 
 
 def completions(records, layout: str, reward_field: str, rows: Rows) -> list[tuple[dict, dict]]:
-    """Flatten either layout into (location, {prompt, response, reward}) candidates; malformed records are rejected."""
+    """Flatten either layout into (location, {prompt, response, reward}) candidates; malformed records are rejected.
+    Each candidate, and each record rejected whole, is one input row (`rows.inputs`)."""
     out = []
     for where, record in records:
-        if "__invalid__" in record:
-            rows.reject(where, "*", record["__invalid__"])
-            continue
-        prompt_key = next((k for k in PROMPT_KEYS if k in record), None)
-        if prompt_key is None:
-            rows.reject(where, "instruction", "missing field 'instruction' (or 'prompt')")
-            continue
-        prompt = record[prompt_key]
-        if layout == "triplets":
-            out.append((where, {"prompt": prompt, "response": record.get("response"), "reward": record.get("reward"),
-                                "_missing": [k for k in ("response", "reward") if k not in record]}))
-            continue
-        items = record.get("completions")
-        if items is None or not hasattr(items, "__len__"):
-            rows.reject(where, "completions", "missing field 'completions' (a list)", {"prompt": prompt})
-            continue
-        for j, item in enumerate(items):
-            item = dict(item) if item is not None else {}
-            out.append(({**where, "completion": j}, {"prompt": prompt, "response": item.get("response"),
-                                                   "reward": item.get(reward_field),
-                                                   "_missing": [k for k in ("response", reward_field) if k not in item]}))
+        whole_rejects = len(rows.rejected)
+        _flatten(where, record, layout, reward_field, rows, out)
+        rows.inputs += len(rows.rejected) - whole_rejects
+    rows.inputs += len(out)
     return out
+
+
+def _flatten(where, record, layout, reward_field, rows, out) -> None:
+    if isinstance(record, Invalid):
+        return rows.reject(where, "*", record.reason)
+    if not isinstance(record, dict):
+        return rows.reject(where, "*", f"not a JSON object (got {_type_name(record)})")
+    prompt_key = next((k for k in PROMPT_KEYS if k in record), None)
+    if prompt_key is None:
+        return rows.reject(where, "instruction", "missing field 'instruction' (or 'prompt')")
+    prompt = record[prompt_key]
+    if layout == "triplets":
+        missing = [k for k in ("response", "reward") if k not in record]
+        out.append((where, {"prompt": prompt, "response": record.get("response"), "reward": record.get("reward"),
+                            "_missing": missing}))
+        return None
+    items = record.get("completions")
+    if items is None:
+        return rows.reject(where, "completions", "missing field 'completions' (a list)", {"prompt": prompt})
+    if isinstance(items, np.ndarray):  # a Parquet list column
+        items = list(items)
+    if not isinstance(items, list):
+        return rows.reject(where, "completions", f"must be a list, got {_type_name(items)}", {"prompt": prompt})
+    if not items:
+        return rows.reject(where, "completions", "empty list: the prompt has no completions", {"prompt": prompt})
+    for j, item in enumerate(items):
+        at = {**where, "completion": j}
+        if not isinstance(item, dict):
+            rows.reject(at, "*", f"a completion must be an object, got {_type_name(item)}", {"prompt": prompt})
+            continue
+        out.append((at, {"prompt": prompt, "response": item.get("response"), "reward": item.get(reward_field),
+                         "_missing": [k for k in ("response", reward_field) if k not in item]}))
+    return None
 
 
 def check(candidates, data_cfg: dict, rows: Rows) -> None:
     """Keep the rows that pass every check; reject the rest with a reason. Order of checks: fields,
     reward, empty text, length, exact duplicates, then prompts left with too few responses."""
     max_chars, seen = data_cfg["max_chars"], {}
+    low, high = data_cfg["reward_range"]
     for where, cand in candidates:
         if cand["_missing"]:
             rows.reject(where, cand["_missing"][0], f"missing field '{cand['_missing'][0]}'", cand)
             continue
-        reward = _finite(cand["reward"])
-        if reward is None:
-            rows.reject(where, "reward", f"not a finite number ({cand['reward']!r})", cand)
+        if not _is_number(cand["reward"]):
+            rows.reject(where, "reward", f"not a number: {_type_name(cand['reward'])} ({cand['reward']!r:.60})", cand)
+            continue
+        reward = float(cand["reward"])
+        if not low <= reward <= high:  # NaN fails both comparisons
+            rows.reject(where, "reward", f"{reward!r} outside [{low}, {high}] (data.reward_range)", cand)
             continue
         bad_text = next((k for k in ("prompt", "response") if not isinstance(cand[k], str) or not cand[k].strip()), None)
         if bad_text:
@@ -135,7 +197,7 @@ def check(candidates, data_cfg: dict, rows: Rows) -> None:
             continue
         key = (cand["prompt"], cand["response"], reward)
         if key in seen:
-            rows.reject(where, "*", f"exact duplicate of row {seen[key]['row']}", cand)
+            rows.reject(where, "*", f"exact duplicate of {describe(seen[key])}", cand)
             continue
         seen[key] = where
         rows.kept.append({"where": where, "prompt": cand["prompt"], "response": cand["response"], "reward_raw": reward})

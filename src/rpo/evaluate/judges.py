@@ -9,6 +9,7 @@ read from the environment at call time and never written anywhere.
 
 from __future__ import annotations
 
+import email.utils
 import fcntl
 import hashlib
 import json
@@ -47,6 +48,8 @@ Which response follows the instruction better: more helpful, correct, relevant a
 Do not let the order of the responses or their length decide. \
 Answer with exactly one word: A, B, or Neutral (if they are equally good)."""
 VERDICTS = ("A", "B", "Neutral")
+INVALID = "invalid"  # a judge that answered twice without a verdict: cached, counted and shown, never paid again
+MALFORMED_ATTEMPTS = 2  # the same prompt answered without a verdict twice will not answer with one on a third try
 DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 _VERDICT = re.compile(r"^\W*(?:verdict\W*)?(a|b|neutral|tie)\W*$", re.IGNORECASE)
@@ -60,13 +63,30 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-def parse_verdict(text: str) -> str | None:
-    """'A', 'B' or 'Neutral' from a judge's answer; None when the answer is not one of them."""
+def parse_verdict(text) -> str | None:
+    """'A', 'B' or 'Neutral' from a judge's answer; None when the answer is not one of them (or no text at all)."""
+    if not isinstance(text, str):
+        return None
     match = _VERDICT.match(text.strip())
     if not match:
         return None
     word = match.group(1).lower()
     return {"a": "A", "b": "B"}.get(word, "Neutral")
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds: a number of seconds or an HTTP date (RFC 9110); None when unusable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else None
 
 
 # ----------------------------------------------------------------------------- backends
@@ -86,9 +106,24 @@ class HTTPJudge:
             raise JudgeError(
                 f"judge backend '{spec['backend']}': set the API key in the environment variable {self.key_env}"
             )
+        key = self._key()
+        if key and (key != key.strip() or not key.isprintable()):
+            raise JudgeError(
+                f"judge backend '{spec['backend']}': the API key in {self.key_env} has surrounding whitespace or a "
+                "control character (a trailing newline from a file?); strip it"
+            )
+
+    def _key(self) -> str:
+        return os.environ.get(self.key_env, "") if self.key_env else ""
+
+    def scrub(self, text: str) -> str:
+        """The text with the API key (and its stripped form) replaced: for any message that reaches a log."""
+        for secret in {self._key(), self._key().strip()} - {""}:
+            text = text.replace(secret, "***")
+        return text
 
     def _request(self, prompt: str) -> urllib.request.Request:
-        key = os.environ.get(self.key_env, "") if self.key_env else ""
+        key = self._key()
         message = [{"role": "user", "content": prompt}]
         body = {
             "model": self.spec["model"],
@@ -118,10 +153,12 @@ class HTTPJudge:
         except urllib.error.HTTPError as exc:
             if exc.code == 429 or exc.code >= 500:
                 retry_after = exc.headers.get("retry-after") if exc.headers else None
-                raise TransientError(f"HTTP {exc.code}", float(retry_after) if retry_after else None) from None
+                raise TransientError(f"HTTP {exc.code}", retry_after_s(retry_after)) from None
             raise JudgeError(f"judge request refused: HTTP {exc.code} from {self.base_url}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+            raise TransientError(self.scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. http.client's ValueError quoting a header: may hold the key
+            raise JudgeError(self.scrub(f"judge request failed: {type(exc).__name__}: {exc}")) from None
         try:
             return self._text(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -246,13 +283,16 @@ class Judge:
         if isinstance(self.backend, OracleJudge):
             return self.backend.verdict(instruction, a, b)
         prompt = JUDGE_PROMPT.format(instruction=instruction, a=a, b=b)
-        last = None
+        last, malformed = None, 0
         for attempt in range(self.spec["max_retries"] + 1):
             try:
                 self.calls += 1
                 verdict = parse_verdict(self.backend.ask(prompt))
                 if verdict is not None:
                     return verdict
+                malformed += 1
+                if malformed == MALFORMED_ATTEMPTS:
+                    return INVALID
                 last = TransientError("malformed verdict")
             except TransientError as exc:
                 last = exc
@@ -285,14 +325,20 @@ class Judge:
 
 
 def combine(forward: str, backward: str) -> str:
-    """Both orders must agree; disagreement (position bias) counts as a tie."""
+    """Both orders must agree; disagreement (position bias) counts as a tie. A pair with an invalid verdict in either
+    order is 'invalid': left out of the rates and counted."""
+    if INVALID in (forward, backward):
+        return INVALID
     first_wins = {"A": "win", "B": "loss", "Neutral": "tie"}[forward]
     swapped = {"A": "loss", "B": "win", "Neutral": "tie"}[backward]
     return first_wins if first_wins == swapped else "tie"
 
 
 def win_rates(outcomes: list[str], samples: int, confidence: float, seed: int) -> dict:
-    """Win/tie/loss percentages of the first system, with a bootstrap CI on the win rate (resampling prompts)."""
+    """Win/tie/loss percentages of the first system, with a bootstrap CI on the win rate (resampling prompts). Pairs
+    the judge never gave a verdict on are counted in `invalid` and left out of `n`."""
+    invalid = outcomes.count(INVALID)
+    outcomes = [o for o in outcomes if o != INVALID]
     n = len(outcomes)
     wins = [100.0 * (o == "win") for o in outcomes]
     pct = lambda label: 100.0 * outcomes.count(label) / n if n else float("nan")  # noqa: E731
@@ -302,6 +348,7 @@ def win_rates(outcomes: list[str], samples: int, confidence: float, seed: int) -
         "tie": pct("tie"),
         "loss": pct("loss"),
         "win_ci": list(mean_ci(wins, samples, confidence, seed)),
+        "invalid": invalid,
     }
 
 

@@ -100,6 +100,7 @@ class Inputs:
                             loss=r["loss"],
                             ci_low=r["win_ci"][0],
                             ci_high=r["win_ci"][1],
+                            invalid=r.get("invalid", 0),
                         )
                     )
         return pd.DataFrame(
@@ -116,6 +117,7 @@ class Inputs:
                 "loss",
                 "ci_low",
                 "ci_high",
+                "invalid",
             ],
         )
 

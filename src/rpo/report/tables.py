@@ -103,6 +103,16 @@ def _judges(winrates: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(winrates["judge"]))
 
 
+def invalid_verdicts_note(wins: pd.DataFrame) -> list[str]:
+    """A note per judge that answered some pairs without a valid verdict (left out of its win rates)."""
+    counts = wins.groupby("judge")["invalid"].sum() if len(wins) else {}
+    return [
+        f"Judge {judge}: {int(n)} pair(s) got no valid verdict in two tries; left out of its win rates."
+        for judge, n in dict(counts).items()
+        if n
+    ]
+
+
 def table2(cfg: dict, inputs: Inputs) -> Table:
     scores = inputs.scores()
     scores = scores[scores["ablation"] == "default"]
@@ -140,7 +150,7 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
         "WR: % of prompts where RPO beats that row's policy in both orders (ties counted apart); "
         "blank on RPO's own row. Definitions: docs/metrics.md."
     ]
-    return Table("table2", tidy, header, rows, notes)
+    return Table("table2", tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
 def table3(cfg: dict, inputs: Inputs) -> Table:
@@ -208,7 +218,7 @@ def table3(cfg: dict, inputs: Inputs) -> Table:
             programmatic.rename(columns={"method": "row"}),
         ]
     )
-    return Table("table3", tidy, header, rows, notes)
+    return Table("table3", tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
 def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
@@ -259,7 +269,7 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     ]
     if not ablations:
         notes.append("This config has no ablation for this table.")
-    return Table(name, tidy, header, rows, notes)
+    return Table(name, tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
 def optimum_table(cfg: dict, inputs: Inputs) -> Table:

@@ -7,7 +7,9 @@ logging, KL tracking, checkpoints) + `_finish` (the model, its card, train.json 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import random
 import resource
 import time
@@ -23,7 +25,7 @@ from transformers import get_scheduler
 
 from rpo import config as config_lib
 from rpo import tracking
-from rpo.errors import ConfigError
+from rpo.errors import ConfigError, TrainingError
 from rpo.io import md5
 from rpo.models import build, value
 from rpo.train import checkpoint, kl, objectives
@@ -56,6 +58,40 @@ def make_accelerator(tcfg: dict) -> Accelerator:
     return Accelerator(cpu=not cuda, mixed_precision=precision)
 
 
+LARGE_FILE = 64 * 2**20  # larger model files are fingerprinted by size and modification time, not hashed
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}" if stat.st_size > LARGE_FILE else md5(path)
+
+
+def input_digests(init_dir, *tables) -> dict:
+    """What a run reads, by content: the initial model's files and the data tables (None: not used)."""
+    digests = {
+        f"init/{p.relative_to(init_dir)}": _file_digest(p) for p in sorted(Path(init_dir).rglob("*")) if p.is_file()
+    }
+    digests.update({str(t): md5(t) for t in tables if t is not None})
+    return digests
+
+
+def run_fingerprint(cfg: dict, cell: dict, digests: dict) -> str:
+    """Everything that shapes a training run: its cell, the resolved objective/train/model settings, the inputs'
+    digests and the versions of the libraries doing the arithmetic. A checkpoint with another one is not resumed."""
+    import accelerate
+    import transformers
+
+    shaping = {
+        "cell": cell,
+        "objective": cfg["objective"],
+        "train": cfg["train"],
+        "model": cfg["models"][cell["model"]],
+        "inputs": digests,
+        "versions": [torch.__version__, transformers.__version__, accelerate.__version__],
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class _NoRun:
     """Stands in for the MLflow run on every process but the main one."""
 
@@ -83,6 +119,8 @@ class Setup:
     optimizer: object
     scheduler: object
     step_fn: Step
+    fingerprint: str
+    train_md5: str
     kl_tracker: object  # (policy, step, run) -> KL record, or None
     state: dict  # step, tokens, wall_time_s, history, kl, run_id: what a checkpoint keeps
     total_steps: int
@@ -126,11 +164,13 @@ def setup(
     )
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
+    digests = input_digests(init_dir, train_path, ref_path, base_train_path, eval_path)
+    fingerprint = run_fingerprint(cfg, cell, digests)
     state = {"step": 0, "tokens": 0, "wall_time_s": 0.0, "history": [], "kl": [], "run_id": None}
-    found = checkpoint.latest(ckpt_dir)
-    if found is not None:
-        state = checkpoint.load(found, modules, optimizer, scheduler)
-        acc.print(f"resuming from {found} at step {state['step']} of {total_steps}")
+    resumed = checkpoint.resume(ckpt_dir, fingerprint, modules, optimizer, scheduler, say=acc.print)
+    if resumed is not None:
+        state = {k: resumed[k] for k in state}
+        acc.print(f"resuming from {ckpt_dir} at step {state['step']} of {total_steps}")
     prepared = acc.prepare(*modules.values(), optimizer)
     wrapped, optimizer = dict(zip(modules, prepared[:-1])), prepared[-1]
     step_fn = Step(cfg, spec, objective, wrapped["model"], tokenizer, wrapped.get("value"), acc)
@@ -151,6 +191,8 @@ def setup(
         optimizer,
         scheduler,
         step_fn,
+        fingerprint,
+        digests[str(train_path)],
         kl_tracker,
         state,
         total_steps,
@@ -187,6 +229,7 @@ def step_loop(s: Setup, run, started: float) -> None:
             losses.append(acc.reduce(loss.detach(), "mean").item())
             state["tokens"] += int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
         grad_norm = acc.clip_grad_norm_(s.params, tcfg["max_grad_norm"])
+        _refuse_non_finite(step + 1, losses, float(grad_norm))
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
@@ -208,18 +251,33 @@ def step_loop(s: Setup, run, started: float) -> None:
             state.update(step=done, wall_time_s=time.perf_counter() - started)
             if acc.is_main_process:
                 checkpoint.save(
-                    s.ckpt_dir, {k: acc.unwrap_model(m) for k, m in s.wrapped.items()}, s.optimizer, s.scheduler, state
+                    s.ckpt_dir,
+                    {k: acc.unwrap_model(m) for k, m in s.wrapped.items()},
+                    s.optimizer,
+                    s.scheduler,
+                    state,
+                    s.fingerprint,
                 )
             acc.wait_for_everyone()
     bar.close()
     acc.wait_for_everyone()
 
 
+def _refuse_non_finite(step: int, losses: list[float], grad_norm: float) -> None:
+    """Stop before a non-finite update reaches the weights: no NaN model is ever saved as finished."""
+    if all(map(math.isfinite, losses)) and math.isfinite(grad_norm):
+        return
+    raise TrainingError(
+        f"step {step}: loss {losses} and gradient norm {grad_norm}: not finite; training stopped before the update "
+        "and no model was written (lower train.lr, or check the rewards and objective.beta)"
+    )
+
+
 def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None) -> dict:
     s = setup(cfg, cell, init_dir, train_path, ref_path, out_dir, base_train_path, eval_path)
     acc = s.acc
     started = time.perf_counter() - s.state["wall_time_s"]
-    tags = {"data_md5": md5(train_path), "processes": str(acc.num_processes)}
+    tags = {"data_md5": s.train_md5, "processes": str(acc.num_processes)}
     run_ctx = (
         tracking.run(s.cfg, "train", s.out_dir, cell, params=s.cfg, tags=tags, run_id=s.state["run_id"])
         if acc.is_main_process
