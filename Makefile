@@ -38,7 +38,7 @@ demo: $(STAMP)
 	echo "Paper:    results/$(NAME)/paper_comparison.md" && \
 	echo "Report:   results/$(NAME)/report.html" && \
 	echo "Runs:     results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/" && \
-	echo "MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db  (then http://127.0.0.1:5000)"
+	echo && $(BIN)/rpo runs --config $(CONFIG)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q

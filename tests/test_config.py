@@ -7,10 +7,16 @@ from conftest import BIN, REPO, run_env, snakemake, write_config
 from rpo import config
 from rpo.errors import ConfigError
 
+OVERLAYS = {"paper_released.yaml": "paper.yaml"}  # an overlay is merged into the config it amends
+
 
 def test_shipped_configs_are_valid():
     for path in sorted((REPO / "config").glob("*.yaml")):
-        cfg = config.load(path)
+        raw = config.read_yaml(path)
+        if path.name in OVERLAYS:
+            raw = config.deep_merge(config.read_yaml(path.with_name(OVERLAYS[path.name])), raw)
+        cfg = config.resolve(raw, str(path))
+        config.check_every_cell(cfg, str(path))
         assert cfg["name"] and config.runs(cfg)
 
 
@@ -141,7 +147,7 @@ def test_snakemake_rejects_bad_config_before_any_job_in_a_few_lines(tmp_path, mi
     [
         ([], "give a config file"),
         (["--config", "missing.yaml"], "missing.yaml: config file not found"),
-        (["--config", "."], ".: not a file"),
+        (["--config", "."], ".: a folder, not a config file"),
         (["--config", "syntax.yaml"], "syntax.yaml: not valid YAML: line 3"),
         (["--config", "latin1.yaml"], "latin1.yaml: not UTF-8 text"),
         (["--json", "{not json"], "--json: not valid JSON"),

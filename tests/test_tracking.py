@@ -8,6 +8,7 @@ from conftest import write_config
 
 from rpo import tracking
 from rpo.cli import main
+from rpo.io import md5
 
 
 def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro_config, monkeypatch, capsys):
@@ -55,6 +56,13 @@ def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro
         metrics = dict(con.execute("select key, value from metrics").fetchall())
         tags = dict(con.execute("select key, value from tags").fetchall())
         status = con.execute("select status from runs").fetchall()
+        digests = [d for (d,) in con.execute("select digest from datasets")]
+        experiment, kind = con.execute(
+            "select e.name, t.value from experiments e join experiment_tags t on e.experiment_id = t.experiment_id "
+            "where t.key = 'mlflow.experimentKind'"
+        ).fetchone()
     assert metrics["rouge_l"] == scores["metrics"]["rouge_l"] and tags["rule"] == "score" and tags["model"] == "llama"
     assert status == [("FINISHED",)]
+    assert digests == [md5(gens)]  # the dataset input recorded offline, replayed with its md5
+    assert (experiment, kind) == ("rpo-pipeline/micro", "custom_model_development")
     assert not (workdir / "run" / tracking.OFFLINE_FILE).exists()  # imported once, never twice

@@ -4,14 +4,18 @@ ablation, sidecars traced to MLflow, the HTML report, and reruns limited to what
 import json
 import re
 import sqlite3
+import subprocess
 import time
 
 import pandas as pd
 import pytest
-from conftest import REPO, snakemake, write_config
+from conftest import BIN, REPO, run_env, snakemake, write_config
+from mlflow_server import mlflow_server, rest
 
 from rpo import config as rpo_config
+from rpo.io import md5
 from rpo.models import generation
+from rpo.report.mlflow_run import table_filter
 
 MICRO_JOBS = {
     "resolve_config": 7,
@@ -58,6 +62,10 @@ def test_the_paper_grid_plans_in_under_five_seconds(tmp_path):
     assert counts["train"] == 6 * (4 + 9) and counts["judge"] == 2 * 6 * (3 + 3 + 1 + 9)
     assert counts["data_variant"] == 6 and counts["ablation_table"] == 4
     assert min(timings) < 5.0, f"planning took {timings}"
+    # the released code's overlay plans the same grid, beside it
+    overlay = [str(REPO / "config" / "paper.yaml"), str(REPO / "config" / "paper_released.yaml")]
+    released = snakemake(tmp_path, "-n", "-p", "--configfile", *overlay)
+    assert job_counts(released.stdout) == counts and "results/paper-released/" in released.stdout
 
 
 def test_ablations_plan_their_data_variants(tmp_path, micro_config):
@@ -88,6 +96,40 @@ def test_a_table_target_plans_only_what_it_needs(tmp_path, micro_config):
     assert counts["train"] == 6 and counts["generate"] == 8 and counts["score"] == 6 and counts["judge"] == 4
     assert counts["ablation_table"] == 1
     assert not {"generate_ood", "score_ood", "table2", "table3", "figure1", "paper_comparison"} & set(counts)
+
+
+def _browse_runs_through_a_real_mlflow_server(tmp_path, res):
+    """As a user of the UI would: one experiment per config with the training kind tag, training runs whose dataset
+    input carries the data's md5, and the runs behind Table IV through the documented filter."""
+    with mlflow_server(f"sqlite:///{tmp_path}/results/mlflow.db") as url:
+        experiment = rest(url, "experiments/get-by-name", query="?experiment_name=rpo-pipeline/micro")["experiment"]
+        tags = {t["key"]: t["value"] for t in experiment["tags"]}
+        assert (
+            tags["mlflow.experimentKind"] == "custom_model_development" and "tags.table4" in tags["mlflow.note.content"]
+        )
+
+        def search(filter_string):
+            body = {"experiment_ids": [experiment["experiment_id"]], "filter": filter_string, "max_results": 1000}
+            return rest(url, "runs/search", body)["runs"]
+
+        training = search("tags.rule = 'train'")
+        data_md5 = md5(tmp_path / "data" / "prepared" / "micro" / "train.parquet")
+        assert len(training) == 10
+        for run in training:
+            (dataset,) = run["inputs"]["dataset_inputs"]
+            assert dataset["dataset"]["digest"] == data_md5 and dataset["tags"][0]["value"] == "training"
+            assert {"final_loss", "tokens_per_s", "final_kl"} <= {m["key"] for m in run["data"]["metrics"]}
+        behind_table4 = {r["info"]["run_id"] for r in search(table_filter("table4"))}
+        assert behind_table4 == set(json.loads((res / "tables" / "table4.runs.json").read_text())["mlflow_run_ids"])
+    out = subprocess.run(
+        [str(BIN / "rpo"), "runs", "--config", str(res / "config.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=run_env(),
+        check=True,
+    ).stdout
+    assert f"#/experiments/{experiment['experiment_id']}/runs" in out and table_filter("table4") in out
 
 
 def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, micro_config):
@@ -147,6 +189,8 @@ def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, 
     report_run = json.loads((res / "report_run.json").read_text())
     assert report_run["report_run_id"] in run_ids and len(report_artifacts) == 1
     assert set(report_run["source_run_ids"]) <= run_ids
+
+    _browse_runs_through_a_real_mlflow_server(tmp_path, res)
 
     html = tmp_path / "results" / "report.html"
     snakemake(tmp_path, "--configfile", str(cfg), "--report", str(html))

@@ -34,21 +34,46 @@ def cmd_config(args) -> None:
             raw, source = json.loads(args.json), "--json"
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--json: not valid JSON: {exc}") from None
-    else:
-        raw, source = config.read_yaml(args.config), args.config
+    else:  # several files: each later one an overlay deep-merged into the ones before (as Snakemake merges them)
+        raw, source = config.read_yaml(args.config[0]), " + ".join(args.config)
+        for overlay in args.config[1:]:
+            layer = config.read_yaml(overlay)
+            if not isinstance(raw, dict) or not isinstance(layer, dict):
+                raise ConfigError(f"{source}: each config file must be a mapping")
+            raw = config.deep_merge(raw, layer)
     cfg = config.resolve(raw, source=source)
     config.check_every_cell(cfg, source)
+    resolved = yaml.safe_dump(cfg, sort_keys=False)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        Path(args.out).write_text(resolved)
     if args.create_store:
         from rpo import tracking  # sets MLflow's retry defaults in os.environ when imported: only where it logs
 
-        try:  # create the store early (jobs that race to create it take a lock)
-            tracking.experiment_id(cfg["mlflow"]["experiment"])
+        try:  # create the store and the config's experiment early (jobs that race to create it take a lock)
+            tracking.store_config(cfg, resolved)
         except Exception as exc:  # noqa: BLE001 - jobs record their runs offline then
             print(f"warning: MLflow unreachable at {tracking.tracking_uri()}: {exc}", file=sys.stderr)
     print(f"config '{cfg['name']}' is valid: {len(config.runs(cfg))} training runs")
+
+
+def cmd_runs(args) -> None:
+    """Where a config's runs are in the MLflow UI: the runs table of its experiment, and the filter per table."""
+    import mlflow
+
+    from rpo import tracking
+    from rpo.report.mlflow_run import table_filter
+
+    cfg, uri = _config(args), tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment_name(cfg))
+    if experiment is None:
+        raise ConfigError(f"no MLflow experiment '{tracking.experiment_name(cfg)}' in {uri}: run the workflow first")
+    print(f"MLflow UI: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri}   then open")
+    print(f"  {tracking.ui_url(experiment.experiment_id)}   (the runs of '{experiment.name}')")
+    print("The runs behind each table or figure (paste the filter into the UI's search box, or open the link):")
+    for name in [*paper.TABLES, paper.OPTIMUM_TABLE, *paper.FIGURES.values()]:
+        print(f"  {name:<22} {table_filter(name):<26} {tracking.ui_url(experiment.experiment_id, table_filter(name))}")
 
 
 def cmd_prepare_data(args) -> None:
@@ -188,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = step("config", cmd_config, "validate a config and write it with every default filled in", config=False)
-    p.add_argument("--config", help="config YAML")
+    p.add_argument("--config", nargs="+", help="config YAML, then any overlays (config/paper_released.yaml)")
     p.add_argument("--json", help="config as JSON (what Snakemake resolved, overrides included)")
     p.add_argument("--out", help="where to write the resolved config")
     p.add_argument("--create-store", action="store_true", help="also create the MLflow store and experiment")
@@ -206,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "version-data", cmd_version_data, "version prepared tables with DVC (dvc add, then dvc push)", config=False
     )
     p.add_argument("--path", required=True, help="folder of prepared tables")
+
+    step("runs", cmd_runs, "print the MLflow UI address of the config's runs and the filter behind each table")
 
     p = step("mlflow-import", cmd_mlflow_import, "import runs recorded while MLflow was unreachable", config=False)
     p.add_argument("folders", nargs="+", help="job folders holding mlflow_offline.json")

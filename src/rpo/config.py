@@ -163,8 +163,8 @@ def read_yaml(path: str | Path) -> object:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file")
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as exc:
@@ -233,6 +233,22 @@ def for_cell(cfg: dict, model: str, ablation: str) -> dict:
     return for_ablation(for_model(cfg, model), ablation)
 
 
+def for_run(cfg: dict, model: str, method: str, ablation: str) -> dict:
+    """The config one training run sees: the model's overrides, the method's beta (objective.method_beta), then the
+    ablation's overrides (an ablation that sets objective.beta wins)."""
+    return for_cell(with_method_beta(cfg, method), model, ablation)
+
+
+def with_method_beta(cfg: dict, method: str) -> dict:
+    beta = cfg["objective"]["method_beta"].get(method)
+    return cfg if beta is None else deep_merge(cfg, {"objective": {"beta": beta}})
+
+
+def run_beta(cfg: dict, method: str, ablation: str) -> float:
+    """The beta a method's runs in an ablation train with (the reference's: the config's beta)."""
+    return for_ablation(with_method_beta(cfg, method), ablation)["objective"]["beta"]
+
+
 def ablation_seeds(cfg: dict, ablation: str) -> list[int]:
     return cfg["ablations"][ablation].get("seeds", cfg["seeds"])
 
@@ -252,17 +268,19 @@ def runs(cfg: dict) -> list[dict]:
 def optimum_enabled(cfg: dict) -> bool:
     """The optimum table and Figure 3 need a reward the pipeline can compute (the synthetic world's), the reference's
     samples to estimate the optimum from, and each policy's sampled true reward."""
+    sampled = cfg["score"]["sampled_metrics"]
     return (
         cfg["data"]["source"] == "synthetic"
         and cfg["optimum"]["samples_per_prompt"] > 0
         and cfg["generate"]["samples_per_prompt"] > 0
         and "true_reward" in cfg["score"]["metrics"]
+        and (sampled is None or "true_reward" in sampled)
     )
 
 
 def trained_betas(cfg: dict) -> list[float]:
-    """Every beta a run of this config trains with (the default's and the ablations' overrides)."""
-    return sorted({for_ablation(cfg, a)["objective"]["beta"] for a in cfg["ablations"]})
+    """Every beta a run of this config trains with (per method, the default's and the ablations' overrides)."""
+    return sorted({run_beta(cfg, m, a) for a in cfg["ablations"] for m in ablation_methods(cfg, a)})
 
 
 def training_table_name(cfg: dict) -> str:

@@ -77,6 +77,24 @@ def _store_lock():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def experiment_name(cfg: dict) -> str:
+    """One experiment per config: `rpo-pipeline/<config name>` unless mlflow.experiment names another."""
+    return cfg["mlflow"]["experiment"] or f"rpo-pipeline/{cfg['name']}"
+
+
+def experiment_tags(name: str) -> dict:
+    """The kind tag that makes MLflow 3's UI treat the experiment as model training (runs, not GenAI traces), and the
+    description its header shows."""
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        "mlflow.note.content": (
+            "rpo-pipeline: every job of this config is a run (rule = train, generate, score, judge, report; tags model, "
+            "method, ablation, seed). The runs behind a table: tags.<table> = 'yes' (e.g. tags.table4 = 'yes'). "
+            "The resolved config: config.yaml in this experiment's artifact location."
+        ),
+    }
+
+
 def experiment_id(name: str) -> str:
     import mlflow  # lazy: a node without mlflow records its runs offline (Run.start), and it costs ~1.5 s to import
 
@@ -88,10 +106,33 @@ def experiment_id(name: str) -> str:
                 return found.experiment_id
             try:
                 ARTIFACT_ROOT.mkdir(parents=True, exist_ok=True)
-                return mlflow.create_experiment(name, artifact_location=(ARTIFACT_ROOT / name).resolve().as_uri())
+                location = (ARTIFACT_ROOT / name).resolve().as_uri()
+                return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags(name))
             except Exception:  # noqa: BLE001 - lost the race: read it back
                 continue
     raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {tracking_uri()}")
+
+
+def store_config(cfg: dict, resolved_yaml: str) -> str:
+    """Create the config's experiment and put its resolved YAML in the experiment's artifact location (a local
+    store's folder; other stores keep it in each run's params). Returns the experiment id."""
+    import mlflow
+
+    exp_id = experiment_id(experiment_name(cfg))
+    location = mlflow.get_experiment(exp_id).artifact_location
+    if location.startswith("file://"):
+        folder = Path(location.removeprefix("file://"))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(resolved_yaml)
+    return exp_id
+
+
+def ui_url(exp_id: str, search_filter: str | None = None, host: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment's runs table (not the GenAI overview it may open on), optionally filtered."""
+    from urllib.parse import quote
+
+    url = f"{host}/#/experiments/{exp_id}/runs"
+    return url + (f"?searchFilter={quote(search_filter)}" if search_filter else "")
 
 
 class Run:
@@ -174,6 +215,31 @@ class Run:
 
         self._call(online, lambda: self.record["metrics"].extend([k, v, s] for k, v, s in rows))
 
+    def log_input(self, path, context: str) -> None:
+        """A table the run read, as an MLflow dataset input (the UI's Dataset column): its digest is the file's md5
+        (the key DVC stores), its source the path."""
+        self.log_input_record(dataset_record(path, context))
+
+    def log_input_record(self, entry: dict) -> None:
+        def online():
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            fields = {k: entry[k] for k in ("name", "digest", "source_type", "source", "schema", "profile")}
+            tags = [InputTag("mlflow.data.context", entry["context"])]
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(**fields), tags)])
+
+        self._call(online, lambda: self.record.setdefault("inputs", []).append(entry))
+
+    def tag_other_runs(self, tags_by_run: dict[str, dict]) -> bool:
+        """Set tags on other runs of the store (the runs a table was built from); False when offline."""
+        if self.client is None:
+            return False
+        from mlflow.entities import RunTag
+
+        for run_id, tags in tags_by_run.items():
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        return True
+
     def log_artifact(self, path) -> None:
         path = str(Path(path).resolve())
         self._call(lambda: self.client.log_artifact(self.run_id, path), lambda: self.record["artifacts"].append(path))
@@ -210,7 +276,7 @@ def run(
         **(tags or {}),
     }
     name = "/".join([stage, *(str(cell[k]) for k in ("model", "method", "ablation", "seed") if k in cell)])
-    active = Run(folder, cfg["mlflow"]["experiment"], name, all_tags, run_id).start()
+    active = Run(folder, experiment_name(cfg), name, all_tags, run_id).start()
     if params and run_id is None:
         active.log_params(params)
     try:
@@ -219,6 +285,34 @@ def run(
         active.end("FAILED")
         raise
     active.end("FINISHED")
+
+
+def dataset_record(path, context: str) -> dict:
+    """What MLflow stores of a dataset input, for a Parquet table or any other file (JSONL generations)."""
+    from rpo.io import md5
+
+    path = Path(path)
+    schema, profile = None, {}
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        meta = pq.read_metadata(path)
+        schema = json.dumps({"columns": meta.schema.names})
+        profile = {"num_rows": meta.num_rows}
+    source = {"uri": str(path.resolve())}
+    for parent in path.resolve().parents:  # the DVC pointer that versions it, if any
+        if parent.name and parent.with_suffix(".dvc").is_file():
+            source["dvc"] = str(parent.with_suffix(".dvc"))
+            break
+    return {
+        "name": f"{path.parent.name}/{path.stem}",
+        "digest": md5(path),
+        "source_type": "local",
+        "source": json.dumps(source),
+        "schema": schema,
+        "profile": json.dumps(profile),
+        "context": context,
+    }
 
 
 def replay(folder) -> str:
@@ -236,6 +330,8 @@ def replay(folder) -> str:
         by_step.setdefault(step, {})[key] = value
     for step, metrics in sorted(by_step.items()):
         active.log_metrics(metrics, step=step)
+    for entry in record.get("inputs", []):
+        active.log_input_record(entry)
     for artifact in record["artifacts"]:
         if Path(artifact).exists():
             active.log_artifact(artifact)

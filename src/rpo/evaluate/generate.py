@@ -30,7 +30,8 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
     name = f"{cell['model']}/{cell['method']}"
     with tracking.run(
         cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}
-    ):
+    ) as run:
+        run.log_input(eval_path, "evaluation")
         partial = out_path.with_name(out_path.name + ".partial")
         generate_rows(generator, prompts, meta, partial, gcfg["batch_size"], cell["seed"], desc=f"generate {name}")
         if samples_path is not None:

@@ -14,9 +14,17 @@ from rpo.evaluate import metrics, ood
 from rpo.io import read_jsonl
 
 
-def per_example_scores(cfg: dict, generations: list[str], references: list[str], prompts: list[str]) -> dict:
-    """Every per-example metric the config asks for, as {name: list of floats}."""
-    scfg, wanted = cfg["score"], cfg["score"]["metrics"]
+def sampled_metrics(cfg: dict) -> list[str]:
+    """The metrics of the sampled evaluation: score.sampled_metrics (null: every one of score.metrics)."""
+    chosen = cfg["score"]["sampled_metrics"]
+    return list(cfg["score"]["metrics"]) if chosen is None else [m for m in cfg["score"]["metrics"] if m in chosen]
+
+
+def per_example_scores(
+    cfg: dict, generations: list[str], references: list[str], prompts: list[str], wanted=None
+) -> dict:
+    """Every per-example metric the config asks for (or those in `wanted`), as {name: list of floats}."""
+    scfg, wanted = cfg["score"], cfg["score"]["metrics"] if wanted is None else wanted
     out = {}
     if "bertscore" in wanted:
         bcfg = scfg["bertscore"]
@@ -61,15 +69,16 @@ def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
     bootstrap interval over prompts (Distinct-2: over all samples, its interval resampling prompts).
     Returns values, intervals and {metric: {prompt_id: per-prompt mean}}."""
     generations = [r["generation"] for r in samples]
+    wanted = sampled_metrics(cfg)
     per_example = per_example_scores(
-        cfg, generations, [r["reference"] for r in samples], [r["prompt"] for r in samples]
+        cfg, generations, [r["reference"] for r in samples], [r["prompt"] for r in samples], wanted
     )
     prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in samples))
     rows_of = {p: [i for i, r in enumerate(samples) if r["prompt_id"] == p] for p in prompt_ids}
     boot = cfg["score"]["bootstrap"]
     ci_args = dict(samples=boot["samples"], confidence=boot["confidence"], seed=boot["seed"])
     values, cis, per_prompt = {}, {}, {}
-    for name in cfg["score"]["metrics"]:
+    for name in wanted:
         if name == "distinct_2":
             values[name] = metrics.distinct_2(generations)
             cis[name] = metrics.bootstrap_ci(
@@ -102,6 +111,7 @@ def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) 
                 record |= {f"sampled_{k}": v.get(row["prompt_id"], math.nan) for k, v in sampled[2].items()}
             sink.write(json.dumps(record) + "\n")
     with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
+        run.log_input(generations_path, "evaluation")
         run.log_metrics(values)
         run.log_metrics({f"{k}_ci_low": v[0] for k, v in cis.items()} | {f"{k}_ci_high": v[1] for k, v in cis.items()})
         summary = {

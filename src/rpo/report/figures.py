@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 import seaborn as sns  # noqa: E402
 
+from rpo import config as config_lib  # noqa: E402
 from rpo.report import optimum  # noqa: E402
 from rpo.report.inputs import Inputs  # noqa: E402
 
@@ -44,8 +45,8 @@ def frontier_figure(cfg: dict, inputs: Inputs):
             fmt="ks",
             label="reference",
         )
-        default_beta = cfg["objective"]["beta"]
         for p in f["policies"]:  # the methods at their default beta, and the runs that change beta
+            default_beta = config_lib.run_beta(cfg, p["method"], "default") if p["method"] in palette else None
             if p["method"] not in palette or not p["kl"] or (p["ablation"] != "default" and p["beta"] == default_beta):
                 continue
             reward = optimum.seed_cell(p["seeds"], "reward")
@@ -64,7 +65,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
         ax.set_title(model)
         ax.set_xlabel("KL(pi_theta || pi_ref) at the end of training (nats)")
         ax.set_ylabel("true reward, plain samples")
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: never over a point
     fig.suptitle(f"Figure 3: reward against KL to the reference, and the KL-regularised optimum (config {cfg['name']})")
     fig.tight_layout()
     return fig

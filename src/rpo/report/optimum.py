@@ -100,7 +100,7 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
         for (method, ablation), runs in per_prompt[per_prompt["model"] == model].groupby(
             ["method", "ablation"], sort=False
         ):
-            beta = config_lib.for_ablation(cfg, ablation)["objective"]["beta"]
+            beta = config_lib.run_beta(cfg, method, ablation)
             star = optimum[beta]
             gap = star["reward"] - ref_per_prompt.mean()
             seeds = []

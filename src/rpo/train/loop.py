@@ -103,6 +103,9 @@ class _NoRun:
     def log_artifact(self, *args, **kwargs):
         pass
 
+    def log_input(self, *args, **kwargs):
+        pass
+
 
 @dataclass
 class Setup:
@@ -132,7 +135,7 @@ class Setup:
 def setup(
     cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None
 ) -> Setup:
-    cfg = config_lib.for_cell(cfg, cell["model"], cell["ablation"])
+    cfg = config_lib.for_run(cfg, cell["model"], cell["method"], cell["ablation"])
     spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
     objective = objectives.get(cell["method"])
     acc = make_accelerator(tcfg)
@@ -228,7 +231,7 @@ def step_loop(s: Setup, run, started: float) -> None:
             acc.backward(loss / tcfg["grad_accum"])
             losses.append(acc.reduce(loss.detach(), "mean").item())
             state["tokens"] += int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
-        grad_norm = acc.clip_grad_norm_(s.params, tcfg["max_grad_norm"])
+        grad_norm = acc.clip_grad_norm_(s.params, tcfg["max_grad_norm"] or math.inf)
         _refuse_non_finite(step + 1, losses, float(grad_norm))
         s.optimizer.step()
         s.scheduler.step()
@@ -284,6 +287,8 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
         else contextlib.nullcontext(_NoRun())
     )
     with run_ctx as run:
+        if s.state["run_id"] is None:  # a resumed run logged its input when it started
+            run.log_input(train_path, "training")
         s.state["run_id"] = run.run_id
         step_loop(s, run, started)
         if not acc.is_main_process:
@@ -386,7 +391,12 @@ def _finish(
         "final_loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
         "mlflow_run_id": run.run_id,
     }
-    run.log_metrics({k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")})
+    # Names every method shares, for the UI's charts and run comparison: final loss and KL, throughput, memory.
+    finals = {"final_loss": summary["final_loss"], "final_kl": state["kl"][-1]["kl"] if state["kl"] else None}
+    run.log_metrics(
+        {k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")}
+        | {k: v for k, v in finals.items() if v is not None}
+    )
     kl_columns = ["step", "kl", "kl_std", "kl_samples", "kl_response_tokens", *cell]
     pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(out_dir / "kl.csv", index=False)
     run.log_artifact(out_dir / "kl.csv")
