@@ -100,3 +100,33 @@ def test_the_sampled_evaluation_scores_per_prompt_means_of_the_chosen_metrics():
     assert config.optimum_enabled(cfg)
     cfg["score"]["sampled_metrics"] = ["avg_len"]
     assert not config.optimum_enabled(cfg)  # the optimum table needs each policy's sampled true reward
+
+
+def test_distinct_2_interval_holds_its_own_estimate_on_generations_that_share_bigrams():
+    """Short greedy generations repeat each other's bigrams; a resample that counts each drawn prompt once is a
+    smaller corpus with a higher Distinct-2, so the plain percentile interval lies above the estimate."""
+    from rpo import config
+    from rpo.evaluate import score
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "purred"]
+    generations = [" ".join(rng.choice(words, size=5)) for _ in range(80)]
+    point = metrics.distinct_2(generations)
+    stat = lambda idx: metrics.distinct_2([generations[i] for i in set(idx)])  # noqa: E731
+    lo, hi = metrics.bootstrap_ci(stat, len(generations), samples=300, confidence=0.95, seed=0)
+    assert point < lo  # uncorrected: the bias the correction removes
+    cfg = config.resolve(
+        {
+            "name": "s",
+            "methods": ["rpo"],
+            "models": {"m": {"arch": "causal", "source": "tiny"}},
+            "score": {"metrics": ["distinct_2"], "bootstrap": {"samples": 300}},
+        }
+    )
+    values, cis = score.summarise(cfg, {}, generations)
+    assert values["distinct_2"] == point and cis["distinct_2"][0] < point < cis["distinct_2"][1]
+    samples = [
+        {"prompt_id": str(i // 2), "generation": g, "reference": "", "prompt": ""} for i, g in enumerate(generations)
+    ]
+    values, cis, _ = score.sampled_summary(cfg, samples)
+    assert cis["distinct_2"][0] < values["distinct_2"] < cis["distinct_2"][1]

@@ -96,15 +96,20 @@ def toxicity(
     return out
 
 
-def bootstrap_ci(statistic, n_items: int, samples: int, confidence: float, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap: resample item indices with replacement, recompute `statistic(indices)` each time."""
+def bootstrap_ci(
+    statistic, n_items: int, samples: int, confidence: float, seed: int, point: float | None = None
+) -> tuple[float, float]:
+    """Percentile bootstrap: resample item indices with replacement, recompute `statistic(indices)` each time.
+    Given the statistic's `point` estimate, the interval is shifted by the resamples' bias (their mean minus the
+    point): for statistics whose resamples are biased, as Distinct-2's are (see docs/metrics.md)."""
     if n_items == 0 or samples == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     values = [statistic(rng.integers(0, n_items, n_items)) for _ in range(samples)]
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    bias = float(np.mean(values)) - point if point is not None else 0.0
+    return float(lo) - bias, float(hi) - bias
 
 
 def mean_ci(values, samples: int, confidence: float, seed: int) -> tuple[float, float]:

@@ -54,9 +54,13 @@ def summarise(cfg: dict, per_example: dict, generations: list[str]) -> tuple[dic
     for name in cfg["score"]["metrics"]:
         if name == "distinct_2":
             values[name] = metrics.distinct_2(generations)
-            # A prompt drawn twice counts once: duplicated text would read as repetition and bias Distinct-2 down.
+            # A prompt drawn twice counts once (duplicated text would read as repetition), so a resample holds ~63% of
+            # the prompts and its Distinct-2 is biased up: the interval is shifted back by that bias.
             cis[name] = metrics.bootstrap_ci(
-                lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]), len(generations), **ci_args
+                lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]),
+                len(generations),
+                **ci_args,
+                point=values[name],
             )
         else:
             values[name] = float(np.mean(per_example[name])) if per_example[name] else float("nan")
@@ -85,6 +89,7 @@ def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
                 lambda idx: metrics.distinct_2([generations[i] for p in set(idx) for i in rows_of[prompt_ids[p]]]),
                 len(prompt_ids),
                 **ci_args,
+                point=values[name],
             )
             continue
         per_prompt[name] = {p: float(np.mean([per_example[name][i] for i in rows_of[p]])) for p in prompt_ids}
