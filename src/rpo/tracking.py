@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from rpo.io import md5
+
 DEFAULT_DB = Path("results") / "mlflow.db"
 ARTIFACT_ROOT = Path("results") / "mlartifacts"
 OFFLINE_FILE = "mlflow_offline.json"
@@ -289,8 +291,6 @@ def run(
 
 def dataset_record(path, context: str) -> dict:
     """What MLflow stores of a dataset input, for a Parquet table or any other file (JSONL generations)."""
-    from rpo.io import md5
-
     path = Path(path)
     schema, profile = None, {}
     if path.suffix == ".parquet":
