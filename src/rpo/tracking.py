@@ -84,7 +84,7 @@ def experiment_name(cfg: dict) -> str:
     return cfg["mlflow"]["experiment"] or f"rpo-pipeline/{cfg['name']}"
 
 
-def experiment_tags(name: str) -> dict:
+def experiment_tags() -> dict:
     """The kind tag that makes MLflow 3's UI treat the experiment as model training (runs, not GenAI traces), and the
     description its header shows."""
     return {
@@ -109,7 +109,7 @@ def experiment_id(name: str) -> str:
             try:
                 ARTIFACT_ROOT.mkdir(parents=True, exist_ok=True)
                 location = (ARTIFACT_ROOT / name).resolve().as_uri()
-                return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags(name))
+                return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags())
             except Exception:  # noqa: BLE001 - lost the race: read it back
                 continue
     raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {tracking_uri()}")
@@ -217,10 +217,10 @@ class Run:
 
         self._call(online, lambda: self.record["metrics"].extend([k, v, s] for k, v, s in rows))
 
-    def log_input(self, path, context: str) -> None:
+    def log_input(self, path, context: str, digest: str | None = None) -> None:
         """A table the run read, as an MLflow dataset input (the UI's Dataset column): its digest is the file's md5
-        (the key DVC stores), its source the path."""
-        self.log_input_record(dataset_record(path, context))
+        (the key DVC stores; pass it when the job has it already), its source the path."""
+        self.log_input_record(dataset_record(path, context, digest))
 
     def log_input_record(self, entry: dict) -> None:
         def online():
@@ -289,7 +289,7 @@ def run(
     active.end("FINISHED")
 
 
-def dataset_record(path, context: str) -> dict:
+def dataset_record(path, context: str, digest: str | None = None) -> dict:
     """What MLflow stores of a dataset input, for a Parquet table or any other file (JSONL generations)."""
     path = Path(path)
     schema, profile = None, {}
@@ -306,7 +306,7 @@ def dataset_record(path, context: str) -> dict:
             break
     return {
         "name": f"{path.parent.name}/{path.stem}",
-        "digest": md5(path),
+        "digest": digest or md5(path),
         "source_type": "local",
         "source": json.dumps(source),
         "schema": schema,

@@ -28,10 +28,11 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
     meta = [{"prompt_id": r.prompt_id, "prompt": r.prompt, "reference": r.response} for r in table.itertuples()]
     prompts, k = table["prompt"].tolist(), gcfg["samples_per_prompt"]
     name = f"{cell['model']}/{cell['method']}"
+    eval_md5 = md5(eval_path)
     with tracking.run(
-        cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": md5(eval_path)}
+        cfg, "generate", out_path.parent, cell, params={"generate": gcfg}, tags={"eval_md5": eval_md5}
     ) as run:
-        run.log_input(eval_path, "evaluation")
+        run.log_input(eval_path, "evaluation", eval_md5)
         partial = out_path.with_name(out_path.name + ".partial")
         generate_rows(generator, prompts, meta, partial, gcfg["batch_size"], cell["seed"], desc=f"generate {name}")
         if samples_path is not None:

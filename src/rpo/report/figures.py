@@ -46,8 +46,9 @@ def frontier_figure(cfg: dict, inputs: Inputs):
             label="reference",
         )
         for p in f["policies"]:  # the methods at their default beta, and the runs that change beta
-            default_beta = config_lib.run_beta(cfg, p["method"], "default") if p["method"] in palette else None
-            if p["method"] not in palette or not p["kl"] or (p["ablation"] != "default" and p["beta"] == default_beta):
+            if p["method"] not in palette or not p["kl"]:
+                continue
+            if p["ablation"] != "default" and p["beta"] == config_lib.run_beta(cfg, p["method"], "default"):
                 continue
             reward = optimum.seed_cell(p["seeds"], "reward")
             kl = pd.Series(p["kl"])

@@ -288,7 +288,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
     )
     with run_ctx as run:
         if s.state["run_id"] is None:  # a resumed run logged its input when it started
-            run.log_input(train_path, "training")
+            run.log_input(train_path, "training", s.train_md5)
         s.state["run_id"] = run.run_id
         step_loop(s, run, started)
         if not acc.is_main_process:
