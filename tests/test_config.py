@@ -12,10 +12,8 @@ OVERLAYS = {"paper_released.yaml": "paper.yaml"}  # an overlay is merged into th
 
 def test_shipped_configs_are_valid():
     for path in sorted((REPO / "config").glob("*.yaml")):
-        raw = config.read_yaml(path)
-        if path.name in OVERLAYS:
-            raw = config.deep_merge(config.read_yaml(path.with_name(OVERLAYS[path.name])), raw)
-        cfg = config.resolve(raw, str(path))
+        layers = [path.with_name(OVERLAYS[path.name]), path] if path.name in OVERLAYS else [path]
+        cfg = config.resolve(config.read_layers(layers), str(path))
         config.check_every_cell(cfg, str(path))
         assert cfg["name"] and config.runs(cfg)
 

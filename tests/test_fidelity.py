@@ -14,7 +14,7 @@ DOC = REPO / "docs" / "fidelity.md"
 
 def _configs() -> dict:
     paper = config.read_yaml(REPO / "config" / "paper.yaml")
-    released = config.deep_merge(paper, config.read_yaml(REPO / "config" / "paper_released.yaml"))
+    released = config.read_layers([REPO / "config" / "paper.yaml", REPO / "config" / "paper_released.yaml"])
     return {"paper": config.resolve(paper), "released": config.resolve(released)}
 
 

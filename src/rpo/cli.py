@@ -34,13 +34,8 @@ def cmd_config(args) -> None:
             raw, source = json.loads(args.json), "--json"
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--json: not valid JSON: {exc}") from None
-    else:  # several files: each later one an overlay deep-merged into the ones before (as Snakemake merges them)
-        raw, source = config.read_yaml(args.config[0]), " + ".join(args.config)
-        for overlay in args.config[1:]:
-            layer = config.read_yaml(overlay)
-            if not isinstance(raw, dict) or not isinstance(layer, dict):
-                raise ConfigError(f"{source}: each config file must be a mapping")
-            raw = config.deep_merge(raw, layer)
+    else:
+        raw, source = config.read_layers(args.config), " + ".join(args.config)
     cfg = config.resolve(raw, source=source)
     config.check_every_cell(cfg, source)
     resolved = yaml.safe_dump(cfg, sort_keys=False)

@@ -176,6 +176,18 @@ def read_yaml(path: str | Path) -> object:
         raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from None
 
 
+def read_layers(paths: list) -> object:
+    """Config files merged in order, each later one an overlay deep-merged into those before it (as Snakemake merges
+    several --configfile)."""
+    raw = read_yaml(paths[0])
+    for overlay in paths[1:]:
+        layer = read_yaml(overlay)
+        if not isinstance(raw, dict) or not isinstance(layer, dict):
+            raise ConfigError(f"{' + '.join(map(str, paths))}: each config file must be a mapping")
+        raw = deep_merge(raw, layer)
+    return raw
+
+
 def load(path: str | Path) -> dict:
     return resolve(read_yaml(path), source=str(path))
 
