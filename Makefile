@@ -33,8 +33,10 @@ demo: $(STAMP)
 	echo && cat results/$(NAME)/tables/table2.md && echo && \
 	echo "Done in $$(( $$(date +%s) - START )) s." && \
 	echo "Tables:   results/$(NAME)/tables/ (table2-7: .md, .csv, .tex; .runs.json = MLflow runs and input md5s)" && \
-	echo "Optimum:  results/$(NAME)/tables/optimum.md (synthetic world: the KL-regularised optimum, each method's share of its gain)" && \
-	echo "Figures:  results/$(NAME)/figures/ (figure1_training_time, figure2_kl, figure3_frontier: .png, .pdf)" && \
+	echo "Optimum:  results/$(NAME)/tables/optimum.md (synthetic world: the KL-regularised optimum, KL-matched regret)" && \
+	echo "Paired:   results/$(NAME)/tables/paired.md (every ranking: paired differences on the test prompts)" && \
+	echo "Diagnose: results/$(NAME)/tables/diagnosis.md (where each policy loses the optimum's gain)" && \
+	echo "Figures:  results/$(NAME)/figures/ (figure1_training_time, figure2_kl, figure3_frontier, figure4_diagnosis)" && \
 	echo "Paper:    results/$(NAME)/paper_comparison.md" && \
 	echo "Report:   results/$(NAME)/report.html" && \
 	echo "Runs:     results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/" && \

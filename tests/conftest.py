@@ -39,7 +39,6 @@ MICRO = {
         "checkpoint_every": 2,
         "kl_every": 2,
         "kl_prompts": 2,
-        "kl_max_new_tokens": 8,
     },
     "generate": {"max_new_tokens": 8, "batch_size": 4},
     "score": {"bootstrap": {"samples": 50}},

@@ -115,6 +115,9 @@ EDITS = [
     ),
     ("model override", lambda c: c["models"]["t5"].update(train={"batch_size": 0}), "", "model 't5'"),
     ("top_p", lambda c: c["generate"].update(top_p=2.0), "", "'generate.top_p'"),
+    # a KL on a prefix of the responses the reward is measured on is biased low
+    ("kl shorter", lambda c: c["train"].update(kl_max_new_tokens=4), "", "'train.kl_max_new_tokens': 4 tokens"),
+    ("no test split", lambda c: c["data"].update(n_dev_prompts=4), "", "'data.n_dev_prompts': 4 leaves none"),
 ]
 
 

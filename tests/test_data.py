@@ -79,7 +79,8 @@ def test_both_layouts_give_the_same_tables(tmp_path, suffix, layout):
     train = pd.read_parquet(tmp_path / "out" / "train.parquet")
     evaluation = pd.read_parquet(tmp_path / "out" / "eval.parquet")
 
-    assert manifest["rows"] == {"train": 36, "eval": 3} and manifest["prompts"] == {"train": 9, "eval": 3}
+    assert manifest["rows"] == {"train": 36, "eval": 3}
+    assert manifest["prompts"] == {"train": 9, "eval": 3, "dev": 0, "test": 3}
     assert list(train.columns) == prepare.COLUMNS and (train["split"] == "train").all()
     # held out: prompts with a reward-10 completion (the even ones), with exactly that completion, never trained on
     assert (evaluation["reward_raw"] == 10).all() and evaluation["response"].str.startswith("answer 0").all()
@@ -315,3 +316,39 @@ def test_versioning_outside_a_dvc_repo_says_what_to_do(tmp_path):
         [str(BIN / "rpo"), "version-data", "--path", "x"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
     )
     assert out.returncode == 2 and "dvc init" in out.stderr and "data.dvc: false" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "estimator, density, share", [("mean", 0.25, 1.0), ("mean", 1.0, 0.0), ("ref_weighted", 0.25, 0.0)]
+)
+def test_one_completion_per_prompt_is_flagged_as_a_zero_target_under_the_papers_estimator(
+    tmp_path, train_table, estimator, density, share, capsys
+):
+    """Density 25% of 4 completions keeps 1 per prompt: the variant counts those prompts, and under the paper's mean
+    estimator V_hat = r, so RPO's target (r - V_hat)/beta is 0 on every prompt; under the released code's
+    reference-weighted sum it is -log pi_ref(y|x), not zero."""
+    from rpo.train import objectives
+
+    table = variants.density_variant(train_table, density, seed=0).assign(ref_logp=-5.0)
+    cfg = {"objective": {"beta": 1.0, "rpo": {"estimator": estimator}}}
+    prepared = objectives.get("rpo").prepare(table, cfg)
+    assert objectives.get("rpo").target_zero_share(prepared) == share
+    assert objectives.get("sft").target_zero_share(prepared) is None  # not defined for other methods
+    base, out = tmp_path / "base.parquet", tmp_path / "variant.parquet"
+    train_table.to_parquet(base)
+    counts = variants.make_variant({"data": {"variant_seed": 0}}, base, "density", density, out)
+    prompts = train_table["prompt_id"].nunique()
+    assert counts["prompts"] == prompts and counts["prompts_under_2_completions"] == (prompts if density < 0.5 else 0)
+    assert ("fewer than 2 completions" in capsys.readouterr().err) == (density < 0.5)
+
+
+def test_held_out_prompts_split_into_dev_and_test_the_same_way_every_time(tmp_path):
+    path = write(tmp_path / "in.jsonl", triplet_rows())
+    manifest = prepare.prepare(cfg_for(path, n_eval_prompts=5, n_dev_prompts=2), tmp_path / "a")
+    held_out = pd.read_parquet(tmp_path / "a" / "eval.parquet")
+    assert sorted(held_out["split"]) == ["dev", "dev", "test", "test", "test"]
+    assert manifest["prompts"]["dev"] == 2 and manifest["prompts"]["test"] == 3
+    assert (pd.read_parquet(tmp_path / "a" / "train.parquet")["split"] == "train").all()
+    prepare.prepare(cfg_for(path, n_eval_prompts=5, n_dev_prompts=2), tmp_path / "b")
+    assert held_out.equals(pd.read_parquet(tmp_path / "b" / "eval.parquet"))
+    assert list(prepare.test_part(held_out)["split"]) == ["test"] * 3

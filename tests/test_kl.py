@@ -103,3 +103,20 @@ def test_per_token_kl_of_each_response_is_never_negative_and_zero_against_itself
         assert (kl.per_token_kl(policy, reference, batch) >= 0).all()
         assert (kl.log_ratio(policy, reference, batch) < 0).any()  # a single sample's log-ratio can be negative
         assert kl.per_token_kl(policy, policy, batch).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_kl_samples_from_the_policy_itself_whatever_generation_config_its_checkpoint_carries(arch):
+    """A checkpoint whose generation_config sets a repetition penalty, n-gram blocking and a minimum length would
+    draw responses from another distribution; the KL sampler decodes with a clean config, so its estimate still
+    matches the exact KL, and the checkpoint's config is left as it was."""
+    policy, reference = tiny(arch, 0, 1.5), tiny(arch, 1, 1.5)
+    exact = exact_kl(policy, reference, arch)
+    carried = policy.generation_config
+    carried.repetition_penalty, carried.no_repeat_ngram_size, carried.min_new_tokens = 3.0, 1, 2
+    estimate = kl.estimate(
+        policy, reference, WordTokenizer(), arch, ["a b a"] * 4000, 16, MAX_NEW, seed=5, batch_size=500
+    )
+    standard_error = estimate["kl_std"] / math.sqrt(estimate["kl_samples"])
+    assert abs(estimate["kl"] - exact) < 4 * standard_error + 1e-4, (estimate, exact)
+    assert policy.generation_config is carried and carried.repetition_penalty == 3.0

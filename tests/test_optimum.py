@@ -67,3 +67,36 @@ def test_sample_matrix_orders_samples_by_prompt():
     prompts, rewards, raw = optimum.sample_matrix(samples, "m")
     assert prompts == ["a", "b"] and rewards.tolist() == [[1.0, 2.0], [3.0, 4.0]] and raw[1, 1] == 40.0
     assert math.isclose(optimum.snis(rewards, raw, 1e6)[0][0], 15.0, rel_tol=1e-4)  # beta -> inf: pi* = pi_ref
+
+
+def test_the_estimated_kl_never_exceeds_log_n_and_the_trust_rule_stops_the_curve_before_it_does():
+    """At small beta the true KL is far above log N: the estimate flattens just below log N (the weights of N
+    samples can say no more) and the rule marks it untrusted; at beta 1 the estimate is trusted and right."""
+    n = 16
+    idx = np.random.default_rng(3).choice(len(P_REF), size=(400, n), p=P_REF)
+    rewards = np.column_stack([REWARD[idx], np.full(400, 40.0)])  # one far better sample per prompt
+    raw = 3.0 * rewards + 5.0
+    _, kl_sharp = optimum.snis(rewards, raw, 0.01)
+    assert (kl_sharp <= math.log(n + 1) + 1e-9).all() and kl_sharp.mean() > 0.95 * math.log(n + 1)
+    assert not optimum.trusted(kl_sharp.mean(), n + 1)
+    _, kl = estimate(1.0, 64)
+    assert optimum.trusted(kl, 64) and abs(kl - exact(1.0)[1]) < 0.05  # within its finite-N bias
+    # the rule is the weights' perplexity: KL = log N - H(w) <= log N / 2  <=>  exp(H(w)) >= sqrt(N)
+    assert optimum.trusted(0.5 * math.log(64), 64) and not optimum.trusted(0.5 * math.log(64) + 1e-6, 64)
+
+
+def test_effective_sample_size_is_n_for_flat_weights_and_one_for_a_single_winner():
+    flat = np.zeros((2, 8))
+    assert np.allclose(optimum.effective_sample_size(flat, 1.0), 8.0)
+    winner = np.zeros((1, 8))
+    winner[0, 3] = 100.0
+    assert np.allclose(optimum.effective_sample_size(winner, 1.0), 1.0)
+
+
+def test_kl_matched_regret_interpolates_along_the_curve_from_the_reference():
+    curve_kl, curve_reward = np.array([0.5, 0.1, 1.0]), np.array([6.0, 5.0, 6.5])  # any order of betas
+    assert optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 0.0) == 4.0  # KL 0: the reference
+    assert math.isclose(optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 0.05), 4.5)  # between (0, 4) and (0.1, 5)
+    assert math.isclose(optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 0.75), 6.25)
+    assert optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 1.0) == 6.5
+    assert math.isnan(optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 1.01))  # past the trusted curve: no value

@@ -67,7 +67,7 @@ def cmd_runs(args) -> None:
     print(f"MLflow UI: {Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {uri}   then open")
     print(f"  {tracking.ui_url(experiment.experiment_id)}   (the runs of '{experiment.name}')")
     print("The runs behind each table or figure (paste the filter into the UI's search box, or open the link):")
-    for name in [*paper.TABLES, paper.OPTIMUM_TABLE, *paper.FIGURES.values()]:
+    for name in [*paper.TABLES, *paper.OPTIMUM_TABLES, *paper.FIGURES.values()]:
         print(f"  {name:<22} {table_filter(name):<26} {tracking.ui_url(experiment.experiment_id, table_filter(name))}")
 
 
@@ -81,7 +81,7 @@ def cmd_prepare_data(args) -> None:
 def cmd_data_variant(args) -> None:
     from rpo.data import variants
 
-    variants.make_variant(_config(args), args.train, args.kind, args.value, args.out)
+    print(json.dumps(variants.make_variant(_config(args), args.train, args.kind, args.value, args.out)))
 
 
 def cmd_version_data(args) -> None:
@@ -112,7 +112,9 @@ def cmd_reference_samples(args) -> None:
 
     print(
         json.dumps(
-            optimum.sample_for_optimum(_config(args), args.model, args.model_dir, args.eval, args.train, args.out)
+            optimum.sample_for_optimum(
+                _config(args), args.model, args.model_dir, args.eval, args.train, args.out, args.train_out
+            )
         )
     )
 
@@ -171,9 +173,19 @@ def cmd_score(args) -> None:
     print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out, args.samples)["metrics"]))
 
 
+def cmd_diagnose(args) -> None:
+    from rpo.evaluate import diagnose
+
+    samples = {"test": args.test_samples, "train": args.train_samples}
+    result = diagnose.diagnose(
+        _config(args), _cell(args), args.model_dir, samples, args.train, args.ref, args.base_train, args.out
+    )
+    print(json.dumps({k: result[k]["kl_to_optimum"] for k in samples}))
+
+
 def cmd_report(args) -> None:
     cfg = _config(args)
-    if args.what in paper.TABLES or args.what == paper.OPTIMUM_TABLE:
+    if args.what in paper.TABLES or args.what in paper.OPTIMUM_TABLES:
         from rpo.report import tables
 
         print(tables.write_table(cfg, args.what, args.inputs, args.out_prefix))
@@ -268,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", required=True)
     p.add_argument("--train", required=True, help="the model's training table: its reward standardisation")
     p.add_argument("--out", required=True)
+    p.add_argument("--train-out", help="also draw them for optimum.train_prompts training prompts, into this file")
 
     p = step("train", cmd_train, "train one (model, method, ablation, seed) cell", cell=True)
     p.add_argument("--init", required=True, help="reference/initial model folder")
@@ -308,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = step(
+        "diagnose",
+        cmd_diagnose,
+        "where a policy loses the optimum's gain: KL(pi* || pi_theta) on the reference's samples of test and "
+        "training prompts, its implied reward, and (RPO, DRO) the fit of its regression on the training rows",
+        cell=True,
+    )
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--test-samples", required=True, help="the reference's samples of the test prompts")
+    p.add_argument("--train-samples", required=True, help="the reference's samples of training prompts")
+    p.add_argument("--train", required=True, help="the run's training table")
+    p.add_argument("--base-train", required=True, help="the full training table the reference cache is aligned with")
+    p.add_argument("--ref", required=True, help="cached reference log-probs of the training table")
+    p.add_argument("--out", required=True)
+
+    p = step(
         "report",
         cmd_report,
         "write a table (md, csv, tex), a figure (png, pdf), the paper comparison, "
@@ -316,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--what",
         required=True,
-        choices=[*paper.TABLES, paper.OPTIMUM_TABLE, *paper.FIGURES, "paper_comparison", "mlflow_run"],
+        choices=[*paper.TABLES, *paper.OPTIMUM_TABLES, *paper.FIGURES, "paper_comparison", "mlflow_run"],
     )
     p.add_argument(
         "--out-prefix", required=True, help="output path without suffix (paper_comparison, mlflow_run: the file)"

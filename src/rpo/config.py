@@ -136,6 +136,18 @@ def _check_cross_references(cfg: dict, source: str) -> None:
         raise ConfigError(
             f"{source}: config key 'score.metrics': {sorted(synthetic_only)} need data.source 'synthetic'"
         )
+    kl_tokens, generated = cfg["train"]["kl_max_new_tokens"], cfg["generate"]["max_new_tokens"]
+    if kl_tokens is not None and kl_tokens != generated:
+        raise ConfigError(
+            f"{source}: config key 'train.kl_max_new_tokens': {kl_tokens} tokens, but rewards are measured on "
+            f"generate.max_new_tokens = {generated}: the KL must cover the same responses (a prefix's KL is biased "
+            "low); leave it null"
+        )
+    if data["n_dev_prompts"] >= data["n_eval_prompts"]:
+        raise ConfigError(
+            f"{source}: config key 'data.n_dev_prompts': {data['n_dev_prompts']} leaves none of data.n_eval_prompts "
+            f"= {data['n_eval_prompts']} for the test split"
+        )
     for name, model in cfg["models"].items():
         if model["source"] in ("pretrained", "gguf") and not model.get("path"):
             raise ConfigError(f"{source}: config key 'models.{name}.path': a pretrained model needs a hub id or folder")
@@ -293,6 +305,11 @@ def optimum_enabled(cfg: dict) -> bool:
 def trained_betas(cfg: dict) -> list[float]:
     """Every beta a run of this config trains with (per method, the default's and the ablations' overrides)."""
     return sorted({run_beta(cfg, m, a) for a in cfg["ablations"] for m in ablation_methods(cfg, a)})
+
+
+def kl_max_new_tokens(cfg: dict) -> int:
+    """The KL's response length: the responses the reward is measured on (generate.max_new_tokens)."""
+    return cfg["train"]["kl_max_new_tokens"] or cfg["generate"]["max_new_tokens"]
 
 
 def training_table_name(cfg: dict) -> str:

@@ -60,16 +60,31 @@ TABLES = sorted([*MAIN_TABLES, *ABLATION_TABLES])
 # Beyond the paper, where the reward can be computed (config.optimum_enabled): how close each method gets to the
 # KL-regularised optimum it aims at (Table "optimum"), and the reward-KL frontier (Figure 3).
 OPTIMUM_TABLE = "optimum"
-OPTIMUM_TITLE = "Beyond the paper: true reward against the KL-regularised optimum, and each method's share of its gain"
-FIGURES = {"figure1": "figure1_training_time", "figure2": "figure2_kl", "figure3": "figure3_frontier"}
-OPTIMUM_FIGURES = ("figure3",)
+# Every method against the reference and each other on paired per-prompt differences: what rankings are claimed on.
+PAIRED_TABLE = "paired"
+# Where each policy loses the optimum's gain: training prompts against test prompts, and the regression's fit.
+DIAGNOSIS_TABLE = "diagnosis"
+OPTIMUM_TABLES = (OPTIMUM_TABLE, PAIRED_TABLE, DIAGNOSIS_TABLE)
+OPTIMUM_TITLES = {
+    OPTIMUM_TABLE: "Beyond the paper: true reward against the KL-regularised optimum, KL-matched regret and share of "
+    "its gain",
+    PAIRED_TABLE: "Beyond the paper: paired differences in true reward between every two policies (test prompts)",
+    DIAGNOSIS_TABLE: "Beyond the paper: where each policy loses the optimum's gain (training against test prompts)",
+}
+FIGURES = {
+    "figure1": "figure1_training_time",
+    "figure2": "figure2_kl",
+    "figure3": "figure3_frontier",
+    "figure4": "figure4_diagnosis",
+}
+OPTIMUM_FIGURES = ("figure3", "figure4")
 # Row label of the default RPO in the ablation tables.
 DEFAULT_RPO_ROW = "RPO (ref.)"
 
 
 def title(name: str, cfg: dict) -> str:
-    if name == OPTIMUM_TABLE:
-        return OPTIMUM_TITLE
+    if name in OPTIMUM_TITLES:
+        return OPTIMUM_TITLES[name]
     if name in MAIN_TABLES:
         return MAIN_TABLES[name]
     return ABLATION_TABLES[name].title.format(baseline=cfg["judge"]["ablation_baseline"].upper())

@@ -203,9 +203,10 @@ def judge_paths(ablations=None, baselines=(*paper.BASELINES, paper.REFERENCE), s
 def ablation_table_inputs(wildcards):
     """Scores of RPO under the table's ablations and by default, and their win rates against the baseline."""
     ablations = [*ablations_of(wildcards.table), "default"]
-    scores = [p for a in ablations for p in run_paths("scores.json", ablation=a) if "/rpo/" in p]
+    rpo_runs = [p for a in ablations for p in run_paths("{file}", ablation=a) if "/rpo/" in p]
     return (
-        scores
+        [p.format(file="scores.json") for p in rpo_runs]
+        + [p.format(file="train.json") for p in rpo_runs]
         + reference_paths("scores.json")
         + judge_paths(ablations, baselines=[CFG["judge"]["ablation_baseline"]], scopes=["in_domain"])
     )
@@ -213,7 +214,7 @@ def ablation_table_inputs(wildcards):
 
 def report_files():
     """Everything the MLflow report run and the HTML report hold."""
-    names = [*paper.TABLES, *([paper.OPTIMUM_TABLE] if OPTIMUM else [])]
+    names = [*paper.TABLES, *(paper.OPTIMUM_TABLES if OPTIMUM else [])]
     tables = [f"{TABLE_DIR}/{t}.{ext}" for t in names for ext in ("md", "csv", "tex", "runs.json")]
     figures = [
         f"{FIGURE_DIR}/{f}.{ext}"
@@ -224,14 +225,21 @@ def report_files():
     return tables + figures + [f"{RESULTS}/paper_comparison.md", f"{RESULTS}/paper_comparison.runs.json"]
 
 
-def optimum_inputs():
-    """What the optimum table and Figure 3 read: the reference's samples, every policy's scores and KL curve."""
-    return (
+def optimum_inputs(kind=paper.OPTIMUM_TABLE):
+    """What the optimum, paired and diagnosis tables and Figures 3-4 read: the reference's samples, every policy's
+    scores, KL curve and training summary; the diagnosis also each run's diagnosis and the training prompts' samples."""
+    inputs = (
         [f"{RESULTS}/{m}/{paper.REFERENCE}/optimum_samples.jsonl" for m in CFG["models"]]
         + reference_paths("scores.json")
         + run_paths("scores.json", ablation=None)
         + run_paths("kl.csv", ablation=None)
+        + run_paths("train.json", ablation=None)
     )
+    if kind in (paper.DIAGNOSIS_TABLE, "figure4"):
+        inputs += [f"{RESULTS}/{m}/{paper.REFERENCE}/optimum_train_samples.jsonl" for m in CFG["models"]]
+        inputs += run_paths("diagnosis.json", ablation=None)
+        inputs += [f"{model_data(m)}/train.parquet" for m in CFG["models"]]
+    return inputs
 
 
 def out_prefix(wildcards, output):

@@ -93,3 +93,29 @@ rule judge:
             "--seed {wildcards.seed} --judge {wildcards.judge} --scope {wildcards.scope} "
             "--generations {params.generations} --out {output}"
         )
+
+
+# Where the policy loses the optimum's gain: forward passes over the reference's samples (rpo.evaluate.diagnose).
+rule diagnose:
+    input:
+        config=ablation_config,
+        model=f"{RUN_DIR}/model",
+        test=f"{RESULTS}/{{model}}/{paper.REFERENCE}/optimum_samples.jsonl",
+        samples=f"{RESULTS}/{{model}}/{paper.REFERENCE}/optimum_train_samples.jsonl",
+        train=training_table,
+        base=base_training_table,
+        ref=rules.reference_logprobs.output,
+    output:
+        f"{RUN_DIR}/diagnosis.json",
+    log:
+        f"{RUN_LOGS}/diagnose.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=3000,
+    shell:
+        rpo_step(
+            f"diagnose --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --test-samples {{input.test}} "
+            "--train-samples {input.samples} --train {input.train} --base-train {input.base} --ref {input.ref} "
+            "--out {output}"
+        )

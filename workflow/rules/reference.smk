@@ -68,7 +68,8 @@ rule reference_samples:
         eval=rules.prepare_data.output.eval,
         train=base_training_table,
     output:
-        f"{RESULTS}/{{model}}/reference/optimum_samples.jsonl",
+        test=f"{RESULTS}/{{model}}/reference/optimum_samples.jsonl",
+        train=f"{RESULTS}/{{model}}/reference/optimum_train_samples.jsonl",
     log:
         log_file("{model}/reference_samples"),
     conda:
@@ -78,5 +79,5 @@ rule reference_samples:
     shell:
         rpo_step(
             "reference-samples --config {input.config} --model {wildcards.model} --model-dir {input.model} "
-            "--eval {input.eval} --train {input.train} --out {output}"
+            "--eval {input.eval} --train {input.train} --out {output.test} --train-out {output.train}"
         )

@@ -1,7 +1,10 @@
 rule table2:
     input:
         config=DEFAULT_CONFIG,
-        runs=run_paths("scores.json") + reference_paths("scores.json") + judge_paths(["default"], scopes=["in_domain"]),
+        runs=run_paths("scores.json")
+        + run_paths("train.json")
+        + reference_paths("scores.json")
+        + judge_paths(["default"], scopes=["in_domain"]),
     output:
         **table_outputs("table2"),
     log:
@@ -95,20 +98,23 @@ rule figure2:
         rpo_step(REPORT_STEP)
 
 
+# Beyond the paper: the optimum table, the paired comparisons and the diagnosis.
 rule table_optimum:
     input:
         config=CONFIG_FILE,
-        runs=optimum_inputs(),
+        runs=lambda wildcards: optimum_inputs(wildcards.table),
     output:
-        **table_outputs(paper.OPTIMUM_TABLE),
+        **table_outputs("{table}"),
     log:
-        log_file(paper.OPTIMUM_TABLE),
+        log_file("{table}"),
+    wildcard_constraints:
+        table="|".join(paper.OPTIMUM_TABLES),
     conda:
         CONDA_ENV
     resources:
         mem_mb=1500,
     params:
-        what=paper.OPTIMUM_TABLE,
+        what="{table}",
         prefix=out_prefix,
     shell:
         rpo_step(REPORT_STEP)
@@ -128,6 +134,25 @@ rule figure3:
         mem_mb=1500,
     params:
         what="figure3",
+        prefix=out_prefix,
+    shell:
+        rpo_step(REPORT_STEP)
+
+
+rule figure4:
+    input:
+        config=CONFIG_FILE,
+        runs=optimum_inputs("figure4"),
+    output:
+        **figure_outputs("figure4"),
+    log:
+        log_file("figure4"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=1500,
+    params:
+        what="figure4",
         prefix=out_prefix,
     shell:
         rpo_step(REPORT_STEP)

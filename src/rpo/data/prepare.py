@@ -45,6 +45,27 @@ def held_out(frame: pd.DataFrame, n_eval: int, min_reward: float, fallback: str,
     )
 
 
+def split_of(value) -> str:
+    """A held-out row's split: 'dev', else 'test' (tables prepared before the dev split said 'eval')."""
+    return "dev" if value == "dev" else "test"
+
+
+def test_part(table: pd.DataFrame) -> pd.DataFrame:
+    """The held-out rows of the test split."""
+    return table[table["split"].map(split_of) == "test"] if "split" in table else table
+
+
+def dev_test_split(prompt_ids: pd.Series, n_dev: int, seed: int) -> np.ndarray:
+    """'dev' for n_dev of the held-out prompts (drawn with the split seed), 'test' for the rest: settings are chosen
+    on dev, results reported on test."""
+    if n_dev >= len(prompt_ids):
+        raise DataError(f"config key 'data.n_dev_prompts': {n_dev} dev prompts leave none of the {len(prompt_ids)} "
+                        "held-out prompts for the test split")
+    split = np.full(len(prompt_ids), "test", dtype=object)
+    split[np.random.default_rng(seed).choice(len(prompt_ids), size=n_dev, replace=False)] = "dev"
+    return split
+
+
 def _checked(data_cfg: dict, out_dir: Path, name: str):
     rows, origin, input_md5 = sources.load_rows(data_cfg)
     rows.rejected.sort(key=sources.order)  # file order
@@ -75,6 +96,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         eval_frame = frame
     evaluation = held_out(eval_frame, data_cfg["n_eval_prompts"], data_cfg["eval_min_reward"], data_cfg["eval_fallback"],
                           data_cfg["split_seed"])
+    evaluation = evaluation.assign(split=dev_test_split(evaluation["prompt_id"], data_cfg["n_dev_prompts"],
+                                                        data_cfg["split_seed"]))
     train = frame[~frame["prompt_id"].isin(evaluation["prompt_id"])].reset_index(drop=True)
     if train.empty:
         raise DataError(f"{origin}: every prompt went to the held-out set; lower data.n_eval_prompts")
@@ -84,8 +107,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         mean, std = float(train["reward_raw"].mean()), float(train["reward_raw"].std(ddof=0))
         std = std if std > 0 else 1.0  # all rewards equal: centre only (data.reward_range keeps both finite)
     outputs = {}
-    for name, part in (("train", train), ("eval", evaluation.reset_index(drop=True))):
-        part = part.assign(row=np.arange(len(part)), reward=(part["reward_raw"] - mean) / std, split=name)[COLUMNS]
+    for name, part in (("train", train.assign(split="train")), ("eval", evaluation.reset_index(drop=True))):
+        part = part.assign(row=np.arange(len(part)), reward=(part["reward_raw"] - mean) / std)[COLUMNS]
         outputs[name] = out_dir / f"{name}.parquet"
         part.to_parquet(fresh(outputs[name]), index=False)
 
@@ -102,7 +125,8 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
         "rows": {"train": len(train), "eval": len(evaluation)},
         "accounting": {"input_rows": input_rows, "kept_train": len(train), "kept_eval": len(evaluation),
                        "eval_unused": unused, "rejected": len(rejected)},
-        "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(evaluation["prompt_id"].nunique())},
+        "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(evaluation["prompt_id"].nunique()),
+                    "dev": int((evaluation["split"] == "dev").sum()), "test": int((evaluation["split"] == "test").sum())},
         "responses_per_prompt": {"train_mean": len(train) / max(train["prompt_id"].nunique(), 1)},
         "reward_raw": {"train_mean": mean, "train_std": std, "min": float(train["reward_raw"].min()),
                        "max": float(train["reward_raw"].max())},

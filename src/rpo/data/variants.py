@@ -1,6 +1,7 @@
 """The ablation variants of a training table: fewer completions per prompt (density), noisier rewards (noise)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,15 @@ def noise_variant(train: pd.DataFrame, sigma: float, seed: int) -> pd.DataFrame:
     return train.assign(reward=train["reward"].to_numpy() + noise)
 
 
-def make_variant(cfg: dict, train_path, kind: str, value: float, out_path) -> None:
+def make_variant(cfg: dict, train_path, kind: str, value: float, out_path) -> dict:
+    """Write the variant; return its prompt counts, with the prompts left with fewer than 2 completions (there an
+    empirical partition estimate has one reward to average: V_hat = r under the paper's mean estimator)."""
     train = pd.read_parquet(train_path)
     seed = cfg["data"]["variant_seed"]
     table = density_variant(train, value, seed) if kind == "density" else noise_variant(train, value, seed)
     table.to_parquet(fresh(Path(out_path)), index=False)
+    per_prompt = table.groupby("prompt_id").size()
+    single = int((per_prompt < 2).sum())
+    if single:
+        print(f"{out_path}: {single} of {len(per_prompt)} prompts have fewer than 2 completions", file=sys.stderr)
+    return {"rows": len(table), "prompts": len(per_prompt), "prompts_under_2_completions": single}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from rpo import tracking
+from rpo.data.prepare import split_of
 from rpo.evaluate import ood
 from rpo.io import md5
 from rpo.models.generation import generate_rows, make_generator, plain_sampling
@@ -25,7 +26,15 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
     table = pd.read_parquet(eval_path)
     out_path = Path(out_path)
     generator = make_generator(cfg, cell["model"], model_dir)
-    meta = [{"prompt_id": r.prompt_id, "prompt": r.prompt, "reference": r.response} for r in table.itertuples()]
+    meta = [
+        {
+            "prompt_id": r.prompt_id,
+            "prompt": r.prompt,
+            "reference": r.response,
+            "split": split_of(getattr(r, "split", None)),
+        }
+        for r in table.itertuples()
+    ]
     prompts, k = table["prompt"].tolist(), gcfg["samples_per_prompt"]
     name = f"{cell['model']}/{cell['method']}"
     eval_md5 = md5(eval_path)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from rpo import tracking
 from rpo.data import synthetic
+from rpo.data.prepare import split_of
 from rpo.errors import JudgeError
 from rpo.evaluate.metrics import mean_ci
 from rpo.io import read_jsonl
@@ -394,7 +395,8 @@ def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, o
     for baseline in [m for m in generations if m != "rpo"]:
         theirs = read_jsonl(generations[baseline])
         if scope == "in_domain":
-            items = [i for i in _pairs(ours, theirs, lambda r: r["prompt_id"]) if judge.supports(i[0])]
+            test = [r for r in ours if split_of(r.get("split")) == "test"]  # judged on the test split only
+            items = [i for i in _pairs(test, theirs, lambda r: r["prompt_id"]) if judge.supports(i[0])]
             result["in_domain"][baseline] = stats(judge.compare(items, desc=f"{judge_name}: rpo vs {baseline}"))
             continue
         for bench in cfg["ood"]["benchmarks"]:

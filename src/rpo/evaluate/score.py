@@ -10,6 +10,7 @@ import numpy as np
 
 from rpo import resources, tracking
 from rpo.data import synthetic
+from rpo.data.prepare import split_of
 from rpo.evaluate import metrics, ood
 from rpo.io import read_jsonl
 
@@ -99,42 +100,69 @@ def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
     return values, cis, per_prompt
 
 
+def _split(rows: list[dict], name: str) -> list[dict]:
+    return [r for r in rows if split_of(r.get("split")) == name]
+
+
 def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) -> dict:
     """Metrics of the configured decoding (one generation per prompt) and, given `samples_path`, of the sampled
-    evaluation (per-prompt means over k samples); per prompt in scores_per_example.jsonl (sampled: `sampled_*`)."""
-    rows = read_jsonl(generations_path)
-    generations = [r["generation"] for r in rows]
-    per_example = per_example_scores(cfg, generations, [r["reference"] for r in rows], [r["prompt"] for r in rows])
-    values, cis = summarise(cfg, per_example, generations)
-    samples = read_jsonl(samples_path) if samples_path else []
-    sampled = sampled_summary(cfg, samples) if samples else None
+    evaluation (per-prompt means over k samples), on the test split; the dev split's under `dev`. Per prompt in
+    scores_per_example.jsonl (sampled: `sampled_*`), with each prompt's split."""
+    all_rows = read_jsonl(generations_path)
+    all_samples = read_jsonl(samples_path) if samples_path else []
+    parts = {}
+    for name in ("test", "dev"):
+        rows, samples = _split(all_rows, name), _split(all_samples, name)
+        if not rows:
+            continue
+        generations = [r["generation"] for r in rows]
+        per_example = per_example_scores(cfg, generations, [r["reference"] for r in rows], [r["prompt"] for r in rows])
+        parts[name] = (
+            rows,
+            per_example,
+            *summarise(cfg, per_example, generations),
+            samples,
+            sampled_summary(cfg, samples) if samples else None,
+        )
     per_example_path = Path(out_path).with_name("scores_per_example.jsonl")
     with open(per_example_path, "w") as sink:
-        for i, row in enumerate(rows):
-            record = {"prompt_id": row["prompt_id"], **{k: v[i] for k, v in per_example.items()}}
-            if sampled:
-                record |= {f"sampled_{k}": v.get(row["prompt_id"], math.nan) for k, v in sampled[2].items()}
-            sink.write(json.dumps(record) + "\n")
+        for name, (rows, per_example, _, _, _, sampled) in parts.items():
+            for i, row in enumerate(rows):
+                record = {"prompt_id": row["prompt_id"], "split": name, **{k: v[i] for k, v in per_example.items()}}
+                if sampled:
+                    record |= {f"sampled_{k}": v.get(row["prompt_id"], math.nan) for k, v in sampled[2].items()}
+                sink.write(json.dumps(record) + "\n")
+
+    def summary_of(name: str) -> dict:
+        rows, _, values, cis, samples, sampled = parts[name]
+        out = {"n": len(rows), "metrics": values, "ci": {k: list(v) for k, v in cis.items()}}
+        if sampled:
+            out["sampled"] = {
+                "samples_per_prompt": len(samples) // max(len(rows), 1),
+                "metrics": sampled[0],
+                "ci": {k: list(v) for k, v in sampled[1].items()},
+            }
+        return out
+
+    test = summary_of("test")
     with tracking.run(cfg, "score", Path(out_path).parent, cell) as run:
         run.log_input(generations_path, "evaluation")
-        run.log_metrics(values)
-        run.log_metrics({f"{k}_ci_low": v[0] for k, v in cis.items()} | {f"{k}_ci_high": v[1] for k, v in cis.items()})
+        run.log_metrics(test["metrics"])
+        run.log_metrics(
+            {f"{k}_ci_low": v[0] for k, v in test["ci"].items()} | {f"{k}_ci_high": v[1] for k, v in test["ci"].items()}
+        )
         summary = {
             **cell,
-            "n": len(rows),
-            "metrics": values,
-            "ci": {k: list(v) for k, v in cis.items()},
+            "split": "test",
+            **test,
             "confidence": cfg["score"]["bootstrap"]["confidence"],
             "mlflow_run_id": run.run_id,
         }
-        if sampled:
-            run.log_metrics({f"sampled_{k}": v for k, v in sampled[0].items()})
-            k = len(samples) // max(len(rows), 1)
-            summary["sampled"] = {
-                "samples_per_prompt": k,
-                "metrics": sampled[0],
-                "ci": {name: list(v) for name, v in sampled[1].items()},
-            }
+        if "sampled" in test:
+            run.log_metrics({f"sampled_{k}": v for k, v in test["sampled"]["metrics"].items()})
+        if "dev" in parts:
+            summary["dev"] = summary_of("dev")
+            run.log_metrics({f"dev_{k}": v for k, v in summary["dev"]["metrics"].items()})
         Path(out_path).write_text(json.dumps(summary, indent=2))
         run.log_artifact(out_path)
         run.log_artifact(per_example_path)

@@ -87,5 +87,20 @@ def encode_prompts(
     return input_ids, mask
 
 
+def until_eos(ids: list[int], eos: int) -> list[int]:
+    """Sampled tokens up to and including the first EOS (what follows it is padding)."""
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def generated_ids(input_ids, attention_mask, output, arch: str, eos: int) -> tuple[list[list[int]], list[list[int]]]:
+    """From `generate`'s input and output: each row's prompt ids and sampled response ids, as batch_from_ids takes
+    them (so that a sample's log-prob is scored on the very tokens drawn, not on a re-tokenisation of its text)."""
+    prompt_ids = [[t for t, m in zip(row, mask) if m] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+    if arch == "causal":
+        return prompt_ids, [until_eos(row, eos) for row in output[:, input_ids.shape[1] :].tolist()]
+    prompt_ids = [p[:-1] for p in prompt_ids]  # batch_from_ids appends the encoder's EOS again
+    return prompt_ids, [until_eos(row[1:], eos) for row in output.tolist()]  # drop the decoder start token
+
+
 def batch_slices(n: int, size: int):
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from transformers import GenerationConfig
 
 from rpo import config as config_lib
 from rpo.models import batching, build
@@ -46,6 +47,16 @@ def plain_sampling(
     }
 
 
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def clean_generation_config(model) -> GenerationConfig:
+    """The checkpoint's token ids and nothing else of its generation_config: a repetition penalty, n-gram blocking,
+    a minimum length, bad words or forced tokens it carries would change the distribution decoded from (unset
+    settings are filled from the checkpoint's config, so replacing it is the only way to drop them)."""
+    return GenerationConfig(**{k: getattr(model.generation_config, k, None) for k in TOKEN_IDS})
+
+
 def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
     """Each batch has its own seed, so a resumed run draws exactly what an uninterrupted one would."""
     return seed * 1_000_003 + pass_index * 100_003 + batch_index
@@ -55,6 +66,7 @@ class TransformersGenerator:
     def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
         self.model, self.tokenizer = build.load(model_dir, spec["arch"])
         self.model.to(build.device()).eval()
+        self.model.generation_config = clean_generation_config(self.model)  # decode with the config's settings only
         self.spec, self.max_prompt_len = spec, max_prompt_len
         self.configure(gcfg)
 
@@ -63,7 +75,8 @@ class TransformersGenerator:
         self.kwargs = generation_kwargs(gcfg, self.tokenizer)
 
     @torch.no_grad()
-    def __call__(self, prompts: list, seed: int) -> list[str]:
+    def __call__(self, prompts: list, seed: int, return_ids: bool = False):
+        """The generated texts; with `return_ids`, each as {"generation", "prompt_ids", "response_ids"}."""
         input_ids, attention_mask = batching.encode_prompts(
             self.tokenizer, self.spec["arch"], prompts, self.max_prompt_len, self.spec["chat_template"]
         )
@@ -73,9 +86,12 @@ class TransformersGenerator:
             attention_mask=attention_mask.to(self.model.device),
             **self.kwargs,
         ).cpu()
-        if self.spec["arch"] == "causal":
-            output = output[:, input_ids.shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+        new = output[:, input_ids.shape[1] :] if self.spec["arch"] == "causal" else output
+        texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        if not return_ids:
+            return texts
+        ids = batching.generated_ids(input_ids, attention_mask, output, self.spec["arch"], self.tokenizer.eos_token_id)
+        return [dict(generation=t, prompt_ids=p, response_ids=r) for t, p, r in zip(texts, *ids)]
 
 
 class VLLMGenerator:
@@ -141,9 +157,12 @@ def generate_rows(
     seed: int,
     pass_index: int = 0,
     desc: str = "generate",
+    keep_ids: bool = False,
 ) -> list[dict]:
-    """Generate for every prompt, appending `meta[i] | {"generation": ...}` to `partial` batch by batch (fsynced).
+    """Generate for every prompt, appending `meta[i] | {"generation": ...}` to `partial` batch by batch (fsynced);
+    `keep_ids`: also the prompt's and the response's token ids (the transformers backend).
     Rows already in `partial` from an interrupted run are kept and their batches skipped."""
+    extra = {"return_ids": True} if keep_ids else {}
     done = _complete_rows(partial, batch_size)
     rows = list(done)
     with open(partial, "w") as sink:
@@ -153,9 +172,9 @@ def generate_rows(
         for index, start in enumerate(tqdm(starts, desc=desc)):
             if start < len(done):
                 continue
-            texts = generator(prompts[start : start + batch_size], batch_seed(seed, pass_index, index))
+            texts = generator(prompts[start : start + batch_size], batch_seed(seed, pass_index, index), **extra)
             for info, text in zip(meta[start : start + batch_size], texts):
-                rows.append(info | {"generation": text})
+                rows.append(info | (text if keep_ids else {"generation": text}))
                 sink.write(json.dumps(rows[-1]) + "\n")
             sink.flush()
             os.fsync(sink.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -12,9 +13,12 @@ from rpo import config as config_lib
 from rpo.models import batching, build, logprobs
 from rpo.train import objectives
 
+# logprobs.chunked_logprobs in one chunk: the output layer on scored positions only, without a gradient to save for
+SCORED_ONLY = 1 << 20
+
 
 @torch.no_grad()
-def _score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
+def score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
     sums, counts = [], []
     for rows in tqdm(batching.batch_slices(len(prompts), train_cfg["batch_size"] * 4), desc=desc):
         batch = batching.encode(
@@ -32,6 +36,23 @@ def _score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
     return torch.cat(sums).numpy(), torch.cat(counts).numpy()
 
 
+@torch.no_grad()
+def score_sampled(model, tokenizer, arch: str, rows: list[dict], batch_size: int, desc: str) -> np.ndarray:
+    """Summed log-prob of each sampled response on the token ids it was drawn as (rows hold prompt_ids and
+    response_ids, as `generate_rows(..., keep_ids=True)` writes them). Rows are batched by length (less padding) and
+    the output layer runs on response positions only; the result is in the rows' order."""
+    order = np.argsort([len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows], kind="stable")
+    sums = np.zeros(len(rows))
+    for part in tqdm(batching.batch_slices(len(rows), batch_size), desc=desc):
+        chunk = [rows[i] for i in order[part]]
+        batch = batching.batch_from_ids(
+            tokenizer, arch, [r["prompt_ids"] for r in chunk], [r["response_ids"] for r in chunk]
+        )
+        total, _ = logprobs.sequence_logprobs(model, batch.to(build.device()), chunk_size=SCORED_ONLY)
+        sums[order[part]] = total.double().cpu().numpy()
+    return sums
+
+
 def compute_ref_logprobs(
     cfg: dict, model_name: str, model_dir: str | Path, train_path: str | Path, out_path: str | Path
 ) -> None:
@@ -43,7 +64,7 @@ def compute_ref_logprobs(
     model.to(build.device()).eval()
     table = pd.read_parquet(train_path)
     prompts, responses = table["prompt"].tolist(), table["response"].tolist()
-    ref_sum, n_tokens = _score_rows(
+    ref_sum, n_tokens = score_rows(
         model, tokenizer, spec, prompts, responses, train_cfg, f"reference log-probs {model_name}"
     )
     out = pd.DataFrame(
@@ -51,7 +72,7 @@ def compute_ref_logprobs(
     )
     if "kto" in cfg["methods"]:
         partners = objectives.mismatched_partners(table["prompt_id"].to_numpy(), seed=cfg["seeds"][0])
-        kl_sum, kl_n = _score_rows(
+        kl_sum, kl_n = score_rows(
             model,
             tokenizer,
             spec,

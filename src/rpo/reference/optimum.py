@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rpo import config as config_lib
 from rpo.data import synthetic
+from rpo.data.prepare import test_part
 from rpo.io import fresh
 from rpo.models import generation
+from rpo.reference import logprobs
 
 
 def reward_scale(train: pd.DataFrame) -> tuple[float, float]:
@@ -21,17 +24,11 @@ def reward_scale(train: pd.DataFrame) -> tuple[float, float]:
     return float(raw.mean() - scale * std.mean()), scale
 
 
-def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_path, out_path) -> dict:
-    ocfg = cfg["optimum"]
-    prompts = pd.read_parquet(eval_path)[["prompt_id", "prompt"]]
-    mean, std = reward_scale(pd.read_parquet(train_path))
-    gcfg = generation.plain_sampling(cfg["generate"], cfg["generate"]["max_new_tokens"])
-    generator = generation.make_generator(cfg, model_name, model_dir, gcfg)
-    n = ocfg["samples_per_prompt"]
+def _draw(
+    cfg: dict, model_name: str, generator, prompts: pd.DataFrame, n: int, partial: Path, pass_index: int, desc: str
+) -> list:
     asked = [r for r in prompts.itertuples() for _ in range(n)]
-    out_path = Path(out_path)
-    partial = out_path.with_name(out_path.name + ".partial")
-    rows = generation.generate_rows(
+    return generation.generate_rows(
         generator,
         [r.prompt for r in asked],
         [
@@ -40,18 +37,50 @@ def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_p
         ],
         partial,
         cfg["generate"]["batch_size"],
-        ocfg["seed"],
-        desc=f"{n} reference samples per held-out prompt ({model_name})",
+        cfg["optimum"]["seed"],
+        pass_index=pass_index,
+        desc=desc,
+        keep_ids=True,
     )
-    rewards = np.array([synthetic.reward(r["prompt"], r["generation"]) for r in rows])
-    with open(fresh(out_path), "w") as sink:
-        for row, raw in zip(rows, rewards):
-            sink.write(json.dumps(row | {"reward_raw": float(raw), "reward": (float(raw) - mean) / std}) + "\n")
-    partial.unlink()
+
+
+def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_path, out_path, train_out=None) -> dict:
+    """N reference samples per test prompt into `out_path` and, given `train_out`, per optimum.train_prompts
+    training prompts (the diagnosis: is the optimum's gain lost on the prompts trained on, or on new ones?), each
+    with its true reward (raw and on the training scale) and its summed reference log-prob."""
+    ocfg = cfg["optimum"]
+    train = pd.read_parquet(train_path)
+    mean, std = reward_scale(train)
+    gcfg = generation.plain_sampling(cfg["generate"], cfg["generate"]["max_new_tokens"])
+    generator = generation.make_generator(cfg, model_name, model_dir, gcfg)
+    n = ocfg["samples_per_prompt"]
+    parts = [(test_part(pd.read_parquet(eval_path)), Path(out_path), "test")]
+    if train_out is not None:
+        train_prompts = train.drop_duplicates("prompt_id")[["prompt_id", "prompt"]]
+        count = min(ocfg["train_prompts"], len(train_prompts))
+        parts.append((train_prompts.sample(n=count, random_state=ocfg["seed"]), Path(train_out), "training"))
+    run_cfg = config_lib.for_model(cfg, model_name)
+    for index, (prompts, path, kind) in enumerate(parts):
+        partial = path.with_name(path.name + ".partial")
+        desc = f"{n} reference samples per {kind} prompt ({model_name})"
+        rows = _draw(cfg, model_name, generator, prompts, n, partial, index, desc)
+        ref_logp = logprobs.score_sampled(
+            generator.model,  # the transformers backend (the synthetic world runs on it)
+            generator.tokenizer,
+            run_cfg["models"][model_name]["arch"],
+            rows,
+            run_cfg["train"]["batch_size"] * 4,
+            f"reference log-probs of its samples ({model_name})",
+        )
+        rewards = np.array([synthetic.reward(r["prompt"], r["generation"]) for r in rows])
+        with open(fresh(path), "w") as sink:
+            for row, raw, logp in zip(rows, rewards, ref_logp):
+                record = {"reward_raw": float(raw), "reward": (float(raw) - mean) / std, "ref_logp": float(logp)}
+                sink.write(json.dumps(row | record) + "\n")
+        partial.unlink()
     return {
-        "prompts": len(prompts),
+        "prompts": len(parts[0][0]),
         "samples_per_prompt": n,
-        "reward_raw_mean": float(rewards.mean()),
         "train_reward_mean": mean,
         "train_reward_std": std,
     }

@@ -38,6 +38,16 @@ def paper_comparison(cfg: dict, table_csvs: list[str], out_md) -> str:
             "models only to exercise this table.",
             "",
         ]
+    if (paper["table"] == "table6").any():
+        lines += [
+            "**Table VI's 25% row is degenerate.** UltraFeedback has 4 completions per prompt, so 25% density keeps one "
+            "per prompt. Under the paper's estimator (eq. 19, the mean) V_hat(x) = r on every prompt and RPO's target "
+            "(r - V_hat)/beta is identically 0: whatever that row shows is optimisation noise, not an effect of "
+            "density. Under the released code's reference-weighted sum the target is -log pi_ref(y|x) instead, a pull "
+            "towards imitating y. Our own rows say which case they are in ('V_hat = r on ...% of prompts' in Table "
+            "VI); docs/fidelity.md has both.",
+            "",
+        ]
     mapped = {v: k for k, v in names.items() if v}
     lines += [
         "| Table | Paper model | Our model | Row | Metric | Paper | Ours | Diff | Our 95% interval |",

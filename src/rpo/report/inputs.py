@@ -1,8 +1,9 @@
 """The per-run files a report is made from (scores, win rates, OOD scores, training summaries, KL curves), read into
 tidy frames, and their aggregation across seeds.
 
-Across seeds a cell is the mean of the per-seed values; its interval is the Student-t interval across seeds
-(3+ seeds) or, for one seed, that seed's bootstrap interval over prompts.
+Across seeds a cell is the mean of the per-seed values; its interval counts the variance between seeds and the
+variance from which prompts were drawn (across_seeds), or, for one seed, is that seed's bootstrap interval over
+prompts. Per-prompt comparisons use the two-way bootstrap of rpo.report.paired.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rpo.data.prepare import split_of
 from rpo.io import md5
 
 OOD_SCORES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "exact_match")
@@ -57,18 +60,19 @@ class Inputs:
 
     def per_prompt(self, metric: str) -> pd.DataFrame:
         """Each run's per-prompt values of a metric (`sampled_<metric>`: the per-prompt mean over its samples), from
-        the scores_per_example.jsonl beside each scores.json."""
+        the scores_per_example.jsonl beside each scores.json; `split` says test or dev."""
         frames = []
         for path in self.of("scores.json"):
             s = self._read(path)
             frame = pd.read_json(path.with_name("scores_per_example.jsonl"), lines=True)
             if metric in frame:
+                frame = frame.assign(split=frame["split"].map(split_of) if "split" in frame else "test")
                 frames.append(
-                    frame[["prompt_id", metric]]
+                    frame[["prompt_id", "split", metric]]
                     .rename(columns={metric: "value"})
                     .assign(model=s["model"], method=s["method"], ablation=s["ablation"], seed=s["seed"])
                 )
-        columns = ["prompt_id", "value", "model", "method", "ablation", "seed"]
+        columns = ["prompt_id", "split", "value", "model", "method", "ablation", "seed"]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
     def reference_samples(self) -> pd.DataFrame:
@@ -79,6 +83,25 @@ class Inputs:
             if frames
             else pd.DataFrame(columns=["model", "prompt_id", "sample", "reward_raw", "reward"])
         )
+
+    def train_samples(self) -> pd.DataFrame:
+        """The reference's scored samples per training prompt of the diagnosis, every model's."""
+        frames = [pd.read_json(path, lines=True) for path in self.of("optimum_train_samples.jsonl")]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def target_zero_share(self) -> pd.DataFrame:
+        """Per run, the share of training prompts on which its objective's target is identically zero (train.json)."""
+        if getattr(self, "_zero", None) is not None:
+            return self._zero
+        rows = []
+        for path in self.of("train.json"):
+            t = self._read(path)
+            rows.append({k: t.get(k) for k in ("model", "method", "ablation", "seed", "target_zero_share")})
+        self._zero = pd.DataFrame(rows, columns=["model", "method", "ablation", "seed", "target_zero_share"])
+        return self._zero
+
+    def diagnoses(self) -> list[dict]:
+        return [self._read(path) for path in self.of("diagnosis.json")]
 
     def winrates(self) -> pd.DataFrame:
         rows = []
@@ -176,14 +199,22 @@ class Inputs:
 
 
 def across_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean over seeds; a t-interval across seeds when there are several, else the single seed's interval."""
+    """Mean over seeds. Its interval, with several seeds, counts both sources of variance: between seeds
+    (var of the seed values / S) and which prompts were drawn (the mean over seeds of each seed's squared bootstrap
+    standard error, not divided by S since every seed is evaluated on the same prompts): mean +- z * sqrt(sum).
+    Without per-seed intervals, the t-interval across seeds; with one seed, that seed's interval."""
     out = []
     for key, group in frame.groupby(keys, sort=False):
         values = group["value"].to_numpy(dtype=float)
         n = len(values)
         mean = float(values.mean())
         if n >= 2:
-            half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+            widths = (group["ci_high"] - group["ci_low"]).to_numpy(dtype=float)
+            if np.isfinite(widths).all():
+                z = stats.norm.ppf(0.975)
+                half = z * math.sqrt(values.var(ddof=1) / n + float(np.mean((widths / (2 * z)) ** 2)))
+            else:
+                half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
             lo, hi = mean - half, mean + half
         else:
             lo, hi = float(group["ci_low"].iloc[0]), float(group["ci_high"].iloc[0])

@@ -1,20 +1,24 @@
 """The KL-regularised optimum pi*(y|x) = pi_ref(y|x) exp(r(x,y)/beta) / Z(x) that RPO, DRO and KTO aim at, and how
 close each trained policy gets to it, where the reward can be computed (the synthetic world).
 
-From N completions per held-out prompt drawn from the reference (rpo reference-samples), self-normalised importance
+From N completions per test prompt drawn from the reference (rpo reference-samples), self-normalised importance
 weights w_j proportional to exp(r_j / beta) give, per prompt:
 
   E_pi*[r]          = sum_j w_j r_j
-  KL(pi* || pi_ref) = E_pi*[r] / beta - log( 1/N sum_j exp(r_j / beta) )
+  KL(pi* || pi_ref) = E_pi*[r] / beta - log( 1/N sum_j exp(r_j / beta) ) = log N - H(w)  <= log N
 
 beta acts on the standardised training reward (the scale the objectives see), so the weights use it; rewards are
 reported on the raw scale. Both estimates are consistent (exact as N grows) but biased for finite N: the weights
 are normalised by their own sum, and the N samples miss the reference's rarer, better completions, so E_pi*[r] and
-the KL are underestimated, the more so the smaller beta (the sharper the weights). The table shows the estimate at
-N = 1, 2, 4, ... so its convergence can be read off.
+the KL are underestimated, the more so the smaller beta (the sharper the weights). N samples can never show a KL
+above log N, so the curve is trusted only where its KL is at most half of that (`trusted`); each beta's effective
+sample size and the estimate at N = 1, 2, 4, ... are tabulated.
 
-A method's share of the optimal gain is (R_method - R_ref) / (R_* - R_ref) with R the true reward of plain samples
-(temperature 1): R_method from its sampled evaluation, R_ref and R_* from the reference's N samples.
+Against that curve, every policy (SFT and KTO too) gets its KL-matched regret: the optimum's reward at the policy's
+own final KL (interpolated along the trusted curve) minus the policy's reward. RPO and DRO, whose stated target is
+pi*(beta), also get their share of its gain (R_method - R_ref) / (R_*(beta) - R_ref). R is the true reward of plain
+samples (temperature 1): R_method from its sampled evaluation, R_ref and R_* from the reference's N samples.
+Intervals: the two-way bootstrap over seeds and prompts (rpo.report.paired).
 """
 
 from __future__ import annotations
@@ -28,17 +32,39 @@ from scipy.special import logsumexp
 from rpo import config as config_lib
 from rpo import paper
 from rpo.evaluate import metrics
-from rpo.report.inputs import Inputs, across_seeds
+from rpo.report import paired
+from rpo.report.inputs import Inputs
+
+# The methods whose stated target is pi*(beta) itself (regress beta * log-ratio on r - V): their share of its gain.
+SHARE_METHODS = ("rpo", "dro")
 
 
 def snis(rewards: np.ndarray, raw: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     """Per prompt (rows of [P, N] arrays of standardised and raw rewards of N reference samples): the optimum's
-    expected raw reward, and KL(pi* || pi_ref) (>= 0: the KL of the reweighted sample from the sample)."""
+    expected raw reward, and KL(pi* || pi_ref) = log N - H(w) (>= 0, and <= log N: the ceiling of N samples)."""
+    weights, log_z = snis_weights(rewards, beta)
+    kl = (weights * rewards).sum(1) / beta - log_z
+    return (weights * raw).sum(1), np.clip(kl, 0.0, math.log(rewards.shape[1]))
+
+
+def snis_weights(rewards: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Self-normalised weights w_j ~ exp(r_j / beta) per prompt [P, N], and log Z_hat = log(1/N sum_j exp(r_j/beta))."""
     logw = rewards / beta
-    log_z = logsumexp(logw, axis=1, keepdims=True)
-    weights = np.exp(logw - log_z)
-    kl = (weights * rewards).sum(1) / beta - (log_z[:, 0] - math.log(rewards.shape[1]))
-    return (weights * raw).sum(1), np.maximum(kl, 0.0)
+    log_sum = logsumexp(logw, axis=1, keepdims=True)
+    return np.exp(logw - log_sum), log_sum[:, 0] - math.log(rewards.shape[1])
+
+
+def effective_sample_size(rewards: np.ndarray, beta: float) -> np.ndarray:
+    """Kish's effective sample size 1 / sum_j w_j^2 of each prompt's weights."""
+    weights, _ = snis_weights(rewards, beta)
+    return 1.0 / (weights**2).sum(1)
+
+
+def trusted(kl: float, n: int) -> bool:
+    """The optimum's estimate at a beta is trusted when its KL is at most half the log N ceiling: KL = log N - H(w),
+    so this says the weights' perplexity exp(H(w)) is at least sqrt(N) (8 of 64 samples still carry the estimate).
+    Beyond it the estimate flattens at log N because N samples cannot say more, not because of pi*."""
+    return kl <= 0.5 * math.log(n)
 
 
 def sample_matrix(samples: pd.DataFrame, model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -60,26 +86,29 @@ def _ci(values, cfg: dict) -> tuple[float, float]:
     return metrics.mean_ci(list(values), boot["samples"], boot["confidence"], boot["seed"])
 
 
-def _paired_ci(numerator, denominator, cfg: dict) -> tuple[float, float]:
-    """Bootstrap over prompts of mean(numerator) / mean(denominator) (prompts resampled jointly)."""
-    boot = cfg["score"]["bootstrap"]
-    num, den = np.asarray(numerator, float), np.asarray(denominator, float)
-    return metrics.bootstrap_ci(
-        lambda idx: num[idx].mean() / den[idx].mean(), len(num), boot["samples"], boot["confidence"], boot["seed"]
-    )
+def optimum_at_kl(curve_kl: np.ndarray, curve_reward: np.ndarray, reference: float, kl: float) -> float:
+    """The optimum's reward at a given KL, linear in KL between the trusted betas' points and (0, the reference's
+    reward) at beta = infinity; NaN past the last trusted point."""
+    order = np.argsort(curve_kl)
+    xs, ys = np.concatenate([[0.0], curve_kl[order]]), np.concatenate([[reference], curve_reward[order]])
+    return float(np.interp(kl, xs, ys)) if kl <= xs[-1] else math.nan
 
 
 def frontier(cfg: dict, inputs: Inputs) -> dict:
-    """Everything the optimum table and Figure 3 show, per model: the reference, the optimum over betas, and each
-    trained policy's sampled reward, final KL, gain over the reference and share of the optimal gain."""
+    """Everything the optimum table and Figure 3 show, per model, on the test prompts: the reference, the optimum
+    over betas (with its effective sample size and whether it is trusted), and each trained policy's sampled reward,
+    gain over the reference, final KL, KL-matched regret and, where pi*(beta) is its target, share of its gain."""
     samples = inputs.reference_samples()
     per_prompt = inputs.per_prompt("sampled_true_reward")
     kl = inputs.kl()
     final_kl = kl.sort_values("step").groupby(["model", "method", "ablation", "seed"]).tail(1)
+    zero_share = inputs.target_zero_share()
+    boot = cfg["score"]["bootstrap"]
     betas = config_lib.trained_betas(cfg)
     out = {}
     for model in [m for m in cfg["models"] if m in set(samples["model"])]:
         prompts, rewards, raw = sample_matrix(samples, model)
+        n = rewards.shape[1]
         ref_per_prompt = raw.mean(1)
         curve = []
         for beta in sorted(set(cfg["optimum"]["betas"]) | set(betas)):
@@ -91,62 +120,89 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                     reward_ci=_ci(best, cfg),
                     kl=kl_star.mean(),
                     kl_ci=_ci(kl_star, cfg),
+                    ess=float(effective_sample_size(rewards, beta).mean()),
+                    trusted=trusted(kl_star.mean(), n),
                     per_prompt=best,
+                    kl_per_prompt=kl_star,
                     convergence=convergence(rewards, raw, beta),
                 )
             )
         optimum = {c["beta"]: c for c in curve}
+        good = [c for c in curve if c["trusted"]]
+        good_reward = np.array([c["per_prompt"] for c in good]).reshape(len(good), len(prompts))
+        good_kl = np.array([c["kl_per_prompt"] for c in good]).reshape(len(good), len(prompts))
+        max_trusted_kl = max([c["kl"] for c in good], default=0.0)
+        runs = paired.matrices(per_prompt, model, "test", prompts)
         policies = []
-        for (method, ablation), runs in per_prompt[per_prompt["model"] == model].groupby(
-            ["method", "ablation"], sort=False
-        ):
+        for (method, ablation), (seeds, values) in runs.items():
             beta = config_lib.run_beta(cfg, method, ablation)
             star = optimum[beta]
-            gap = star["reward"] - ref_per_prompt.mean()
-            seeds = []
-            for seed, run in runs.groupby("seed"):
-                values = run.set_index("prompt_id")["value"].reindex(prompts).to_numpy(float)
-                gain = values - ref_per_prompt
-                share_den = star["per_prompt"] - ref_per_prompt
-                seeds.append(
-                    dict(
-                        seed=seed,
-                        reward=values.mean(),
-                        reward_ci=_ci(values, cfg),
-                        gain=gain.mean(),
-                        gain_ci=_ci(gain, cfg),
-                        share=gain.mean() / gap if gap else math.nan,
-                        share_ci=_paired_ci(gain, share_den, cfg),
-                    )
-                )
-            cell_kl = final_kl[
+            cell = final_kl[
                 (final_kl["model"] == model) & (final_kl["method"] == method) & (final_kl["ablation"] == ablation)
-            ]
+            ].set_index("seed")
+            kls = np.zeros(len(seeds)) if method == paper.REFERENCE else cell["kl"].reindex(seeds).to_numpy(float)
+            gain = values - ref_per_prompt
+            seed_idx, prompt_idx = paired.resamples(len(seeds), len(prompts), boot["samples"], boot["seed"])
+            reward_b = paired.resampled_means(values, seed_idx, prompt_idx)
+            ref_b = ref_per_prompt[prompt_idx].mean(1)
+            regret = math.nan
+            beyond = bool(kls.mean() > max_trusted_kl)
+            regret_b = np.full(len(reward_b), math.nan)
+            if not beyond and np.isfinite(kls).all():
+                regret = optimum_at_kl(good_kl.mean(1), good_reward.mean(1), ref_per_prompt.mean(), kls.mean()) - (
+                    values.mean()
+                )
+                curve_kl_b = np.stack([good_kl[:, idx].mean(1) for idx in prompt_idx])
+                curve_reward_b = np.stack([good_reward[:, idx].mean(1) for idx in prompt_idx])
+                kl_b = kls[seed_idx].mean(1)
+                regret_b = (
+                    np.array(
+                        [optimum_at_kl(ck, cr, r, k) for ck, cr, r, k in zip(curve_kl_b, curve_reward_b, ref_b, kl_b)]
+                    )
+                    - reward_b
+                )
+            share = share_ci = None
+            if method in SHARE_METHODS:
+                star_gain = star["per_prompt"] - ref_per_prompt
+                share = gain.mean() / star_gain.mean()
+                share_b = paired.resampled_means(gain, seed_idx, prompt_idx) / star_gain[prompt_idx].mean(1)
+                share_ci = paired.percentile(share_b, boot["confidence"])
+            zero = zero_share[
+                (zero_share["model"] == model) & (zero_share["method"] == method) & (zero_share["ablation"] == ablation)
+            ]["target_zero_share"]
             policies.append(
                 dict(
                     method=method,
                     ablation=ablation,
                     beta=beta,
-                    seeds=seeds,
-                    kl=[0.0] if method == paper.REFERENCE else [float(v) for v in cell_kl["kl"]],
+                    seeds=len(seeds),
+                    reward=values.mean(),
+                    reward_ci=paired.percentile(reward_b, boot["confidence"]),
+                    gain=gain.mean(),
+                    gain_ci=paired.percentile(reward_b - ref_b, boot["confidence"]),
+                    kl=kls.mean(),
+                    kl_seeds=kls,
+                    regret=regret,
+                    regret_ci=(
+                        paired.percentile(regret_b, boot["confidence"]) if np.isfinite(regret_b).all() else None
+                    ),
+                    beyond_trusted=beyond and method != paper.REFERENCE,
+                    share=share,
+                    share_ci=share_ci,
+                    target_zero_share=float(zero.max()) if len(zero) and zero.notna().any() else None,
                 )
             )
         out[model] = dict(
             prompts=len(prompts),
-            n=rewards.shape[1],
+            n=n,
             reference=ref_per_prompt.mean(),
             reference_ci=_ci(ref_per_prompt, cfg),
             curve=curve,
             optimum=optimum,
+            max_trusted_kl=max_trusted_kl,
             policies=policies,
         )
     return out
-
-
-def seed_cell(seeds: list[dict], key: str) -> dict:
-    """A quantity across seeds as the other tables show it (mean; t-interval across 2+ seeds, else the bootstrap)."""
-    frame = pd.DataFrame([dict(k=0, value=s[key], ci_low=s[f"{key}_ci"][0], ci_high=s[f"{key}_ci"][1]) for s in seeds])
-    return across_seeds(frame, ["k"]).iloc[0].to_dict()
 
 
 def label(cfg: dict, method: str, ablation: str) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from rpo import config as config_lib
 from rpo import paper
-from rpo.report import optimum
+from rpo.report import diagnosis, optimum, paired
 from rpo.report.inputs import Inputs, across_seeds, win_rate_cells
 
 METRICS = {
@@ -126,7 +126,7 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
     rows = []
     for model in _model_order(cfg, cells):
         for method in _policies(cfg, cells[cells["model"] == model]["method"]):
-            row = [model, _name(method)]
+            row = [model, _name(method) + degenerate_note(zero_share(inputs, model, method, "default"))]
             mine = cells[(cells["model"] == model) & (cells["method"] == method)].set_index("metric")
             for metric in metrics:
                 c = mine.loc[metric]
@@ -251,7 +251,7 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
                 continue
             row = [
                 model,
-                labels[ablation],
+                labels[ablation] + degenerate_note(zero_share(inputs, model, "rpo", ablation)),
                 *(
                     fmt(mine.loc[m, "value"], METRICS[m][1], mine.loc[m, "ci_low"], mine.loc[m, "ci_high"])
                     for m in metrics
@@ -272,20 +272,41 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     return Table(name, tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
+def degenerate_note(share: float | None) -> str:
+    """The mark of a run whose regression target is identically zero on some of its training prompts."""
+    return f" [V_hat = r on {100 * share:.0f}% of prompts: target 0]" if share else ""
+
+
+def zero_share(inputs: Inputs, model: str, method: str, ablation: str) -> float | None:
+    """The largest share over a cell's seeds of training prompts where its target is identically zero."""
+    frame = inputs.target_zero_share()
+    mine = frame[(frame["model"] == model) & (frame["method"] == method) & (frame["ablation"] == ablation)]
+    values = mine["target_zero_share"].dropna()
+    return float(values.max()) if len(values) else None
+
+
+def _cell(value, ci=None) -> dict:
+    ci = ci or (math.nan, math.nan)
+    return dict(value=value, ci_low=ci[0], ci_high=ci[1])
+
+
 def optimum_table(cfg: dict, inputs: Inputs) -> Table:
-    """Per model: the reference, the optimum at every beta trained with, and each policy's sampled true reward, its
-    gain over the reference, its share of the optimum's gain at its beta, and its final KL to the reference."""
+    """Per model, on the test prompts: the reference, the optimum at every beta trained with, and each policy's
+    sampled true reward, gain over the reference, final KL, KL-matched regret and (RPO, DRO) share of pi*(beta)'s
+    gain."""
     header = [
         "Model",
         "Policy",
         "beta",
         "True reward (T=1)",
         "Gain over reference",
-        "Share of optimal gain",
         "KL to reference",
+        "KL-matched regret",
+        "Share of pi*(beta)'s gain (RPO, DRO)",
         "Seeds",
     ]
-    rows, tidy, convergence = [], [], []
+    keys = ("reward", "gain", "kl", "regret", "share")
+    rows, tidy, convergence, trust = [], [], [], []
 
     def add(model, row, beta, cells, seeds):
         rows.append(
@@ -293,10 +314,7 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
                 model,
                 row,
                 "-" if beta is None else f"{beta:g}",
-                *(
-                    fmt(c["value"], d, c["ci_low"], c["ci_high"]) if c else "-"
-                    for c, d in zip([cells.get(k) for k in ("reward", "gain", "share", "kl")], (2, 2, 2, 2))
-                ),
+                *(fmt(c["value"], 2, c["ci_low"], c["ci_high"]) if c else "-" for c in (cells.get(k) for k in keys)),
                 str(seeds),
             ]
         )
@@ -308,49 +326,73 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
             if c
         )
 
-    def point(value, ci=(math.nan, math.nan)):
-        return dict(value=value, ci_low=ci[0], ci_high=ci[1])
-
-    n_samples = None
-    for model, f in optimum.frontier(cfg, inputs).items():
+    n_samples, frontiers = None, optimum.frontier(cfg, inputs)
+    for model, f in frontiers.items():
         n_samples = f["n"]
         add(
             model,
             f"Reference ({f['n']} samples per prompt)",
             None,
-            dict(reward=point(f["reference"], f["reference_ci"]), gain=point(0.0), share=point(0.0), kl=point(0.0)),
+            dict(reward=_cell(f["reference"], f["reference_ci"]), gain=_cell(0.0), kl=_cell(0.0), regret=_cell(0.0)),
             1,
         )
+        for c in f["curve"]:
+            trust.append((model, c["beta"], c["kl"], c["ess"], c["trusted"]))
         for beta in config_lib.trained_betas(cfg):
             star = f["optimum"][beta]
-            add(
-                model,
-                "Optimum pi*",
-                beta,
-                dict(
-                    reward=point(star["reward"], star["reward_ci"]),
-                    gain=point(star["reward"] - f["reference"]),
-                    share=point(1.0),
-                    kl=point(star["kl"], star["kl_ci"]),
-                ),
-                1,
-            )
+            cells = dict(reward=_cell(star["reward"], star["reward_ci"]), gain=_cell(star["reward"] - f["reference"]))
+            cells |= dict(kl=_cell(star["kl"], star["kl_ci"]), regret=_cell(0.0), share=_cell(1.0))
+            add(model, "Optimum pi*" + ("" if star["trusted"] else " (untrusted: past log N / 2)"), beta, cells, 1)
             convergence += [(model, beta, *c) for c in star["convergence"]]
         for p in f["policies"]:
-            cells = {k: optimum.seed_cell(p["seeds"], k) for k in ("reward", "gain", "share")}
-            if p["kl"]:  # a KL is never negative, nor is its interval
-                kl = pd.DataFrame(dict(k=0, value=p["kl"], ci_low=math.nan, ci_high=math.nan))
-                cells["kl"] = across_seeds(kl, ["k"]).iloc[0].to_dict()
-                cells["kl"]["ci_low"] = max(cells["kl"]["ci_low"], 0.0)
-            add(model, optimum.label(cfg, p["method"], p["ablation"]), p["beta"], cells, len(p["seeds"]))
+            kl = across_seeds(pd.DataFrame(dict(k=0, value=p["kl_seeds"], ci_low=math.nan, ci_high=math.nan)), ["k"])
+            kl = kl.iloc[0].to_dict()
+            kl["ci_low"] = max(kl["ci_low"], 0.0) if p["seeds"] > 1 else math.nan  # a KL is never negative
+            cells = dict(reward=_cell(p["reward"], p["reward_ci"]), gain=_cell(p["gain"], p["gain_ci"]), kl=kl)
+            if p["method"] != paper.REFERENCE and not p["beyond_trusted"]:
+                cells["regret"] = _cell(p["regret"], p["regret_ci"])
+            if p["share"] is not None:
+                cells["share"] = _cell(p["share"], p["share_ci"])
+            name = optimum.label(cfg, p["method"], p["ablation"])
+            name += " (its sampled evaluation)" if p["method"] == paper.REFERENCE else ""
+            name += " (KL past the trusted curve)" if p["beyond_trusted"] else ""
+            add(model, name + degenerate_note(p["target_zero_share"]), p["beta"], cells, p["seeds"])
     notes = [
-        f"True reward of plain samples (temperature 1) on the held-out prompts. Reference and optimum: from "
-        f"{n_samples} reference samples per prompt, the optimum by self-normalised importance weights "
-        "exp(r/beta) on the standardised training reward (rpo.report.optimum). Policies: their sampled "
-        "evaluation; gain and share per prompt against the reference, share = gain / (optimum - reference) at "
-        "the policy's beta (SFT: the default beta). KL: the per-token estimate at the end of training. "
-        "Cells: mean [95% interval: t across seeds, or the bootstrap over prompts for one seed]."
+        f"Test prompts only. True reward of plain samples (temperature 1). Reference and optimum: from {n_samples} "
+        "reference samples per prompt, the optimum by self-normalised importance weights exp(r/beta) on the "
+        "standardised training reward (rpo.report.optimum). Policies: their sampled evaluation; gain per prompt "
+        "against the reference. KL: the per-token estimate at the end of training, on the same responses the "
+        "reward is measured on. KL-matched regret: the optimum's reward at the policy's own KL (linear along the "
+        "trusted part of its curve over beta) minus the policy's; '-' where the policy's KL lies past the trusted "
+        "curve, and no interval where some resamples' KL lies past it. Share of pi*(beta)'s gain: only for RPO and DRO, whose stated target is pi*(beta) at their beta "
+        "(SFT has no beta; KTO's beta is not pi*'s). Cells: mean [95% interval: two-way bootstrap over seeds and "
+        "prompts; KL: across seeds]. [V_hat = r ...]: the run's RPO target is identically zero on that share of "
+        "its training prompts (one completion under the paper's estimator): nothing there is learned but noise.",
     ]
+    if trust:
+        notes += [
+            "",
+            "The optimum's curve: KL(pi* || pi_ref) and the mean effective sample size 1 / sum w^2 of the importance "
+            f"weights per beta. Trusted where the KL is at most log(N) / 2 = {0.5 * math.log(n_samples):.2f} nats "
+            "(the weights' perplexity is at least sqrt(N)); N samples can never show more than log N.",
+            "",
+            "| Model | beta | KL(pi* \\|\\| pi_ref) | ESS (of N) | Trusted |",
+            "|---|---|---|---|---|",
+            *(f"| {m} | {b:g} | {k:.3f} | {e:.1f} | {'yes' if t else 'no'} |" for m, b, k, e, t in trust),
+        ]
+        tidy.extend(
+            dict(
+                model=m,
+                row=f"Optimum pi* (beta {b:g})",
+                metric=metric,
+                value=v,
+                ci_low=math.nan,
+                ci_high=math.nan,
+                seeds=1,
+            )
+            for m, b, k, e, t in trust
+            for metric, v in (("curve_kl", k), ("ess", e), ("trusted", float(t)))
+        )
     if convergence:
         notes += [
             "",
@@ -367,9 +409,65 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
     return Table(paper.OPTIMUM_TABLE, pd.DataFrame(tidy, columns=columns), header, rows, notes)
 
 
+def paired_table(cfg: dict, inputs: Inputs) -> Table:
+    """Every method against the reference and every other method, each ablation against the default RPO and the
+    reference: paired per-prompt differences of the sampled true reward on the same prompts and seeds."""
+    per_prompt = inputs.per_prompt("sampled_true_reward")
+    found = paired.paired_rows(cfg, per_prompt, _model_order(cfg, per_prompt) if len(per_prompt) else [])
+    header = ["Model", "Comparison (A - B)", "Mean difference [95% interval]", "Resolved", "Seeds", "Prompts"]
+
+    def name(policy):
+        method, ablation = policy
+        return optimum.label(cfg, method, ablation) + degenerate_note(zero_share(inputs, model, method, ablation))
+
+    rows, dev_rows, tidy = [], [], []
+    for r in found:
+        model = r["model"]
+        text = f"{name(r['a'])} - {name(r['b'])}"
+        verdict = ("yes: A > B" if r["value"] > 0 else "yes: A < B") if r["resolved"] else "no (0 in interval)"
+        line = [model, text, fmt(r["value"], 2, r["ci_low"], r["ci_high"]), verdict, str(r["seeds"]), str(r["prompts"])]
+        (rows if r["split"] == "test" else dev_rows).append(line)
+        tidy.append(
+            dict(
+                model=model,
+                row=text,
+                metric=f"{r['split']}:paired_diff",
+                value=r["value"],
+                ci_low=r["ci_low"],
+                ci_high=r["ci_high"],
+                seeds=r["seeds"],
+            )
+        )
+    notes = [
+        "True reward of plain samples (temperature 1), per prompt the mean over its samples; A - B on the same test "
+        "prompts and the same seeds (the reference, which no training seed changes, against every seed of the other "
+        "side; a one-seed ablation against the default run of its own seed). 95% interval: the two-way bootstrap "
+        "over seeds and prompts (rpo.report.paired, docs/metrics.md). Resolved: the interval excludes zero. A ranking is claimed only "
+        "where this table resolves it.",
+    ]
+    if dev_rows:
+        notes += [
+            "",
+            "Dev split (for choosing settings, not for claims):",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in dev_rows),
+            "",
+            "Test split:",
+        ]
+    columns = ["model", "row", "metric", "value", "ci_low", "ci_high", "seeds"]
+    return Table(paper.PAIRED_TABLE, pd.DataFrame(tidy, columns=columns), header, rows, notes)
+
+
 def build(cfg: dict, name: str, inputs: Inputs) -> Table:
     if name == paper.OPTIMUM_TABLE:
         return optimum_table(cfg, inputs)
+    if name == paper.PAIRED_TABLE:
+        return paired_table(cfg, inputs)
+    if name == paper.DIAGNOSIS_TABLE:
+        header, rows, notes, tidy = diagnosis.table(cfg, inputs, fmt)
+        return Table(name, tidy, header, rows, notes)
     if name == "table2":
         return table2(cfg, inputs)
     if name == "table3":

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from rpo.models import batching, logprobs
+from rpo.models import batching, generation, logprobs
 
 ESTIMATORS = ("per_token", "log_ratio")
-
-
-def _until_eos(ids: list[int], eos: int) -> list[int]:
-    """The sampled tokens up to and including the first EOS (what follows it is padding)."""
-    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 @torch.no_grad()
@@ -39,6 +34,8 @@ def sample_responses(
     input_ids, attention_mask = batching.encode_prompts(tokenizer, arch, prompts, max_prompt_len, chat_template)
     input_ids, attention_mask = input_ids.to(policy.device), attention_mask.to(policy.device)
     devices = [policy.device] if policy.device.type == "cuda" else []
+    carried = policy.generation_config
+    policy.generation_config = generation.clean_generation_config(policy)  # pi_theta itself, whatever it carries
     with torch.random.fork_rng(devices=devices):  # leave the training RNG untouched, so resumed runs match
         torch.manual_seed(seed)
         output = policy.generate(
@@ -52,14 +49,9 @@ def sample_responses(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
+    policy.generation_config = carried
     policy.train(was_training)
-    eos = tokenizer.eos_token_id
-    prompt_ids = [[t for t, m in zip(row, mask) if m] for row, mask in zip(input_ids.tolist(), attention_mask.tolist())]
-    if arch == "causal":
-        generated = [_until_eos(row, eos) for row in output[:, input_ids.shape[1] :].tolist()]
-    else:
-        prompt_ids = [p[:-1] for p in prompt_ids]  # batch_from_ids appends the encoder's EOS again
-        generated = [_until_eos(row[1:], eos) for row in output.tolist()]  # drop the decoder start token
+    prompt_ids, generated = batching.generated_ids(input_ids, attention_mask, output, arch, tokenizer.eos_token_id)
     keep = [i for i, g in enumerate(generated) if g]
     if not keep:
         return None

@@ -25,6 +25,7 @@ from transformers import get_scheduler
 
 from rpo import config as config_lib
 from rpo import tracking
+from rpo.data.prepare import test_part
 from rpo.errors import ConfigError, TrainingError
 from rpo.io import md5
 from rpo.models import build, value
@@ -304,7 +305,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
             s.state,
             s.total_steps,
             time.perf_counter() - started,
-            len(s.table),
+            s.table,
             run,
             acc.mixed_precision,
         )
@@ -339,7 +340,7 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
         return None
     reference, _ = build.load(init_dir, spec["arch"])
     reference.to(device).eval()
-    prompts = pd.read_parquet(eval_path)["prompt"].tolist()[: tcfg["kl_prompts"]]
+    prompts = test_part(pd.read_parquet(eval_path))["prompt"].tolist()[: tcfg["kl_prompts"]]
 
     def track(policy, step, run):
         record = {
@@ -351,7 +352,7 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
                 spec["arch"],
                 prompts,
                 tcfg["max_prompt_len"],
-                tcfg["kl_max_new_tokens"],
+                config_lib.kl_max_new_tokens(cfg),
                 seed=seed * 7919 + step,
                 chat_template=spec["chat_template"],
                 estimator=tcfg["kl_estimator"],
@@ -365,7 +366,7 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
 
 
 def _finish(
-    cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, n_rows, run, precision="no"
+    cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, table, run, precision="no"
 ):
     if hasattr(model, "merge_and_unload"):  # LoRA: save plain weights that AutoModel loads
         model = model.merge_and_unload()
@@ -379,7 +380,9 @@ def _finish(
     summary = {
         **cell,
         "steps": total_steps,
-        "rows": n_rows,
+        "rows": len(table),
+        # share of training prompts on which the objective's target is identically zero (RPO: V_hat = r)
+        "target_zero_share": objectives.get(cell["method"]).target_zero_share(table),
         "wall_time_s": wall,
         "tokens_per_s": state["tokens"] / wall,
         "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -64,6 +65,13 @@ def rpo_prepare(table, cfg: dict):
     ref = table["ref_logp"].to_numpy() if "ref_logp" in table else None
     v_hat = partition_values(table["reward"].to_numpy(), codes, obj["beta"], obj["rpo"]["estimator"], ref)
     return table.assign(v_hat=v_hat.numpy()[codes])
+
+
+def rpo_target_zero_share(table) -> float:
+    """Share of prompts on which every row's regression target (r - V_hat)/beta is 0: one completion (or equal
+    rewards) under the paper's mean estimator gives V_hat = r, so nothing is learned there but noise."""
+    zero = pd.Series(np.isclose(table["reward"] - table["v_hat"], 0.0, rtol=0.0, atol=1e-9))
+    return float(zero.groupby(table["prompt_id"].to_numpy()).all().mean()) if len(table) else 0.0
 
 
 def rpo_loss(inputs: dict, cfg: dict):
@@ -178,11 +186,15 @@ class Objective:
     needs_value_model: bool = False
     prepare: Callable = field(default=lambda table, cfg: table)
     row_fields: tuple[str, ...] = ()  # columns of the prepared table the loss reads per row
+    # share of prompts of the prepared table whose target is identically zero (None: not defined for the method)
+    target_zero_share: Callable = field(default=lambda table: None)
 
 
 REGISTRY = {
     "sft": Objective("sft", sft_loss, needs_reference=False, prepare=sft_prepare),
-    "rpo": Objective("rpo", rpo_loss, prepare=rpo_prepare, row_fields=("v_hat",)),
+    "rpo": Objective(
+        "rpo", rpo_loss, prepare=rpo_prepare, row_fields=("v_hat",), target_zero_share=rpo_target_zero_share
+    ),
     "dro": Objective("dro", dro_loss, needs_value_model=True),
     "kto": Objective(
         "kto",

@@ -1,0 +1,219 @@
+"""The diagnosis table and Figure 4's data: where each policy loses the optimum's gain (rpo.evaluate.diagnose).
+
+Per policy, KL(pi* || pi_theta) on training prompts and on test prompts (the reference's own distance
+KL(pi* || pi_ref) beside it), the fit of its implied reward beta * h to the true reward on the reference's test
+samples, and for RPO and DRO the fit of the learned log-ratio to its regression target on the training rows. Per
+model, the error of the partition estimate the training signal rests on: V_hat from each training prompt's
+completions against V = beta log(1/N sum exp(r/beta)) from N reference samples of the same prompt.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rpo import paper
+from rpo.evaluate.diagnose import kl_to_optimum
+from rpo.report import optimum, paired
+from rpo.report.inputs import Inputs
+from rpo.train import objectives
+
+SPLITS = (("train", "training"), ("test", "test"))
+
+
+def _reference_kl(samples: pd.DataFrame, model: str, beta: float) -> np.ndarray:
+    _, rewards, _ = optimum.sample_matrix(samples, model)
+    return kl_to_optimum(rewards, np.zeros_like(rewards), beta)
+
+
+def distances(cfg: dict, inputs: Inputs) -> pd.DataFrame:
+    """model, policy, method, ablation, seed, prompts (training/test), value = mean KL(pi* || pi_theta)."""
+    rows = []
+    beta = cfg["objective"]["beta"]
+    for key, samples in (("test", inputs.reference_samples()), ("train", inputs.train_samples())):
+        for model in [m for m in cfg["models"] if len(samples) and m in set(samples["model"])]:
+            value = float(_reference_kl(samples, model, beta).mean())
+            rows.append(
+                dict(
+                    model=model,
+                    policy="Reference",
+                    method=paper.REFERENCE,
+                    ablation="default",
+                    seed=0,
+                    prompts=dict(SPLITS)[key],
+                    value=value,
+                )
+            )
+    for d in inputs.diagnoses():
+        for key, prompts in SPLITS:
+            if key in d:
+                policy = optimum.label(cfg, d["method"], d["ablation"])
+                rows.append(
+                    dict(
+                        model=d["model"],
+                        policy=policy,
+                        method=d["method"],
+                        ablation=d["ablation"],
+                        seed=d["seed"],
+                        prompts=prompts,
+                        value=d[key]["kl_to_optimum"],
+                    )
+                )
+    return pd.DataFrame(rows, columns=["model", "policy", "method", "ablation", "seed", "prompts", "value"])
+
+
+def partition_error(cfg: dict, train: pd.DataFrame, samples: pd.DataFrame, model: str) -> dict:
+    """V_hat (the paper's mean over a prompt's training completions) against V from the N reference samples of the
+    same training prompts, at the config's beta, on the standardised reward: bias, RMSE, and completions per prompt."""
+    beta = cfg["objective"]["beta"]
+    prompts, rewards, _ = optimum.sample_matrix(samples, model)
+    v_reference = optimum.snis_weights(rewards, beta)[1] * beta
+    mine = train[train["prompt_id"].isin(prompts)].reset_index(drop=True)
+    codes = objectives.prompt_codes(mine)
+    v_hat = objectives.partition_values(mine["reward"].to_numpy(), codes, beta, "mean").numpy()
+    order = list(mine["prompt_id"].astype("category").cat.categories)
+    error = v_hat - v_reference[[prompts.index(p) for p in order]]
+    return dict(
+        prompts=len(order),
+        completions=float(mine.groupby("prompt_id").size().mean()),
+        bias=float(error.mean()),
+        rmse=float(np.sqrt((error**2).mean())),
+    )
+
+
+def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFrame]:
+    """The diagnosis table's header, rows, notes and tidy frame (`fmt`: the tables' number format)."""
+    boot = cfg["score"]["bootstrap"]
+    ci = lambda m: paired.two_way_ci(m, boot["samples"], boot["confidence"], boot["seed"])  # noqa: E731
+    header = [
+        "Model",
+        "Policy",
+        "KL(pi* || pi) training prompts",
+        "KL(pi* || pi) test prompts",
+        "Implied reward slope / R^2 (test)",
+        "Regression slope / R^2 (training rows)",
+        "Seeds",
+    ]
+    rows, tidy, notes_v = [], [], []
+    beta = cfg["objective"]["beta"]
+    test_samples, train_samples = inputs.reference_samples(), inputs.train_samples()
+    diagnoses = pd.DataFrame(inputs.diagnoses())
+    trains = [pd.read_parquet(p) for p in inputs.of("train.parquet")]
+    for model in [m for m in cfg["models"] if len(test_samples) and m in set(test_samples["model"])]:
+        cells = {}
+        for key, samples in (("train", train_samples), ("test", test_samples)):
+            if len(samples) and model in set(samples["model"]):
+                values = _reference_kl(samples, model, beta)
+                cells[key] = (float(values.mean()), ci(values[None, :]))
+        rows.append(
+            [
+                model,
+                "Reference",
+                *(fmt(*cells[k][:1], 3, *cells[k][1]) if k in cells else "-" for k, _ in SPLITS),
+                "0 / -",
+                "-",
+                "1",
+            ]
+        )
+        tidy += [
+            dict(model=model, row="Reference", metric=f"kl_to_optimum:{k}", value=v, ci_low=c[0], ci_high=c[1], seeds=1)
+            for k, (v, c) in cells.items()
+        ]
+        mine = diagnoses[diagnoses["model"] == model] if len(diagnoses) else diagnoses
+        for (method, ablation), runs in mine.groupby(["method", "ablation"], sort=False) if len(mine) else []:
+            label = optimum.label(cfg, method, ablation)
+            row = [model, label]
+            for key, _ in SPLITS:
+                if key not in runs or runs[key].isna().any():
+                    row.append("-")
+                    continue
+                matrix = np.array([r["kl_to_optimum_per_prompt"] for r in runs[key]])
+                lo, hi = ci(matrix)
+                row.append(fmt(float(matrix.mean()), 3, lo, hi))
+                tidy.append(
+                    dict(
+                        model=model,
+                        row=label,
+                        metric=f"kl_to_optimum:{key}",
+                        value=float(matrix.mean()),
+                        ci_low=lo,
+                        ci_high=hi,
+                        seeds=len(runs),
+                    )
+                )
+            implied = [r["implied_reward"] for r in runs["test"]]
+            slope, r2 = np.mean([i["slope"] for i in implied]), np.mean([i["r2"] for i in implied])
+            row.append(f"{slope:.2f} / {r2:.2f}")
+            tidy += [
+                dict(
+                    model=model,
+                    row=label,
+                    metric=f"implied_reward_{k}:test",
+                    value=v,
+                    ci_low=math.nan,
+                    ci_high=math.nan,
+                    seeds=len(runs),
+                )
+                for k, v in (("slope", slope), ("r2", r2))
+            ]
+            if "regression" in runs and runs["regression"].notna().all():
+                reg = list(runs["regression"])
+                slope, r2 = np.mean([r["slope"] for r in reg]), np.mean([r["r2"] for r in reg])
+                row.append(f"{slope:.2f} / {r2:.2f}")
+                tidy += [
+                    dict(
+                        model=model,
+                        row=label,
+                        metric=f"regression_{k}:train",
+                        value=v,
+                        ci_low=math.nan,
+                        ci_high=math.nan,
+                        seeds=len(runs),
+                    )
+                    for k, v in (("slope", slope), ("r2", r2))
+                ]
+            else:
+                row.append("-")
+            rows.append(row + [str(len(runs))])
+        model_train = [
+            t
+            for t in trains
+            if len(train_samples)
+            and set(t["prompt_id"]) & set(train_samples[train_samples["model"] == model]["prompt_id"])
+        ]
+        if model_train and model in set(train_samples["model"]):
+            err = partition_error(cfg, model_train[0], train_samples, model)
+            notes_v.append(
+                f"| {model} | {err['prompts']} | {err['completions']:.1f} | {err['bias']:+.3f} | {err['rmse']:.3f} |"
+            )
+            tidy += [
+                dict(model=model, row="V_hat error", metric=k, value=err[k], ci_low=math.nan, ci_high=math.nan, seeds=1)
+                for k in ("bias", "rmse")
+            ]
+    notes = [
+        f"KL(pi* || pi): the self-normalised estimate from the reference's samples (pi* at each policy's beta; the "
+        f"reference's row at beta {beta:g}), on {cfg['optimum']['train_prompts']} training prompts and on the test "
+        "prompts; mean over seeds [95% interval: two-way bootstrap over seeds and prompts]. A policy that moved "
+        "towards pi* is below the reference's row. Training small and test large: it does not generalise; both at "
+        "the reference's level or above: the optimisation or the training signal falls short. Implied reward: "
+        "beta * (log pi - log pi_ref) against the true standardised reward within each test prompt (pi*: slope 1, "
+        "R^2 1). Regression (RPO, DRO): the learned log-ratio against its target (r - V_hat) / beta on the training "
+        "rows (a perfect fit: slope 1, R^2 1). Mean over seeds.",
+    ]
+    if notes_v:
+        notes += [
+            "",
+            f"The partition estimate on the training prompts (beta {beta:g}, standardised reward): V_hat from each "
+            "prompt's training completions (the paper's mean) minus V from the N reference samples of the same "
+            "prompt:",
+            "",
+            "| Model | Prompts | Completions per prompt | Bias of V_hat | RMSE of V_hat |",
+            "|---|---|---|---|---|",
+            *notes_v,
+            "",
+            "Policies:",
+        ]
+    columns = ["model", "row", "metric", "value", "ci_low", "ci_high", "seeds"]
+    return header, rows, notes, pd.DataFrame(tidy, columns=columns)
