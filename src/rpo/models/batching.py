@@ -21,7 +21,7 @@ class Batch:
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.response_mask), move(self.labels))
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def pad_ids(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -62,13 +62,13 @@ def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_i
     if arch == "causal":
         seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
         masks = [[0] * len(p) + [1] * len(r) for p, r in zip(prompt_ids, response_ids)]
-        return Batch(_pad(seqs, pad), _pad([[1] * len(s) for s in seqs], 0), _pad(masks, 0))
+        return Batch(pad_ids(seqs, pad), pad_ids([[1] * len(s) for s in seqs], 0), pad_ids(masks, 0))
     enc = [p + [tokenizer.eos_token_id] for p in prompt_ids]
     return Batch(
-        input_ids=_pad(enc, pad),
-        attention_mask=_pad([[1] * len(e) for e in enc], 0),
-        response_mask=_pad([[1] * len(r) for r in response_ids], 0),
-        labels=_pad(response_ids, pad),
+        input_ids=pad_ids(enc, pad),
+        attention_mask=pad_ids([[1] * len(e) for e in enc], 0),
+        response_mask=pad_ids([[1] * len(r) for r in response_ids], 0),
+        labels=pad_ids(response_ids, pad),
     )
 
 
@@ -80,7 +80,7 @@ def encode_prompts(
     ids = [p[-max_prompt_len:] for p in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     if arch == "seq2seq":
         ids = [p + [tokenizer.eos_token_id] for p in ids]
-        return _pad(ids, tokenizer.pad_token_id), _pad([[1] * len(p) for p in ids], 0)
+        return pad_ids(ids, tokenizer.pad_token_id), pad_ids([[1] * len(p) for p in ids], 0)
     width = max(len(p) for p in ids)
     input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in ids], dtype=torch.long)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids], dtype=torch.long)

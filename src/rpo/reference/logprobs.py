@@ -13,9 +13,6 @@ from rpo import config as config_lib
 from rpo.models import batching, build, logprobs
 from rpo.train import objectives
 
-# logprobs.chunked_logprobs in one chunk: the output layer on scored positions only, without a gradient to save for
-SCORED_ONLY = 1 << 20
-
 
 @torch.no_grad()
 def score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
@@ -36,20 +33,71 @@ def score_rows(model, tokenizer, spec, prompts, responses, train_cfg, desc):
     return torch.cat(sums).numpy(), torch.cat(counts).numpy()
 
 
+def _responses_of_prompts(model, arch: str, prompts: list[list[int]], owner: list[int], responses: list, pad, eos):
+    """Summed log-probs [B] of responses to a few prompts (response i answers prompts[owner[i]]), each prompt run
+    once: causal models continue from its cached keys and values, encoder-decoders reuse its encoding."""
+    device = model.device
+    targets = batching.pad_ids(responses, pad).to(device)
+    mask = batching.pad_ids([[1] * len(r) for r in responses], 0).to(device)
+    owner = torch.tensor(owner, device=device)
+    if arch == "causal":
+        width = max(len(p) for p in prompts)  # left-padded, so every prompt's last position is its last token
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+        first = model(input_ids=ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+        cache = first.cache
+        cache.batch_select_indices(owner)
+        attention = torch.cat([prompt_mask[owner], mask], 1)
+        steps = torch.arange(targets.shape[1], device=device)
+        rest = model(
+            input_ids=targets,
+            attention_mask=attention,
+            position_ids=prompt_mask.sum(1)[owner, None] + steps,
+            cache=cache,
+        ).logits[:, :-1]
+        logits = torch.cat([first.logits[owner, -1:], rest], 1)
+    else:
+        encoder_ids = batching.pad_ids([p + [eos] for p in prompts], pad).to(device)
+        encoder_mask = batching.pad_ids([[1] * (len(p) + 1) for p in prompts], 0).to(device)
+        encoded = model.get_encoder()(input_ids=encoder_ids, attention_mask=encoder_mask).last_hidden_state
+        logits = model(
+            encoder_outputs=(encoded[owner],),
+            attention_mask=encoder_mask[owner],
+            decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=targets),
+        ).logits
+    return logprobs.gather_logprobs(logits, targets, mask).sum(-1)
+
+
 @torch.no_grad()
 def score_sampled(model, tokenizer, arch: str, rows: list[dict], batch_size: int, desc: str) -> np.ndarray:
     """Summed log-prob of each sampled response on the token ids it was drawn as (rows hold prompt_ids and
-    response_ids, as `generate_rows(..., keep_ids=True)` writes them). Rows are batched by length (less padding) and
-    the output layer runs on response positions only; the result is in the rows' order."""
-    order = np.argsort([len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows], kind="stable")
+    response_ids, as `generate_rows(..., keep_ids=True)` writes them), in the rows' order. Batches of about
+    `batch_size` rows hold whole prompts' samples, and each prompt is run once (N samples per prompt share it)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(tuple(row["prompt_ids"]), []).append(i)
+    chunks, current = [], []
+    for prompt, members in groups.items():
+        if current and sum(len(m) for _, m in current) + len(members) > batch_size:
+            chunks.append(current)
+            current = []
+        current.append((list(prompt), members))
+    chunks += [current] if current else []
     sums = np.zeros(len(rows))
-    for part in tqdm(batching.batch_slices(len(rows), batch_size), desc=desc):
-        chunk = [rows[i] for i in order[part]]
-        batch = batching.batch_from_ids(
-            tokenizer, arch, [r["prompt_ids"] for r in chunk], [r["response_ids"] for r in chunk]
+    for chunk in tqdm(chunks, desc=desc):
+        index = [i for _, members in chunk for i in members]
+        owner = [k for k, (_, members) in enumerate(chunk) for _ in members]
+        values = _responses_of_prompts(
+            model,
+            arch,
+            [prompt for prompt, _ in chunk],
+            owner,
+            [rows[i]["response_ids"] for i in index],
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
         )
-        total, _ = logprobs.sequence_logprobs(model, batch.to(build.device()), chunk_size=SCORED_ONLY)
-        sums[order[part]] = total.double().cpu().numpy()
+        sums[index] = values.double().cpu().numpy()
     return sums
 
 

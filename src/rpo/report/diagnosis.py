@@ -17,7 +17,7 @@ import pandas as pd
 from rpo import paper
 from rpo.evaluate.diagnose import kl_to_optimum
 from rpo.report import optimum, paired
-from rpo.report.inputs import Inputs
+from rpo.report.inputs import Inputs, degenerate_note, zero_share
 from rpo.train import objectives
 
 SPLITS = (("train", "training"), ("test", "test"))
@@ -83,6 +83,11 @@ def partition_error(cfg: dict, train: pd.DataFrame, samples: pd.DataFrame, model
     )
 
 
+def _fit_text(slope: float, r2: float) -> str:
+    """slope / R^2; a target that never varies (one completion per prompt) has no slope."""
+    return f"{slope:.2f} / {r2:.2f}" if math.isfinite(slope) else "- (constant target)"
+
+
 def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFrame]:
     """The diagnosis table's header, rows, notes and tidy frame (`fmt`: the tables' number format)."""
     boot = cfg["score"]["bootstrap"]
@@ -124,7 +129,7 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
         mine = diagnoses[diagnoses["model"] == model] if len(diagnoses) else diagnoses
         for (method, ablation), runs in mine.groupby(["method", "ablation"], sort=False) if len(mine) else []:
             label = optimum.label(cfg, method, ablation)
-            row = [model, label]
+            row = [model, label + degenerate_note(zero_share(inputs, model, method, ablation))]
             for key, _ in SPLITS:
                 if key not in runs or runs[key].isna().any():
                     row.append("-")
@@ -145,7 +150,7 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
                 )
             implied = [r["implied_reward"] for r in runs["test"]]
             slope, r2 = np.mean([i["slope"] for i in implied]), np.mean([i["r2"] for i in implied])
-            row.append(f"{slope:.2f} / {r2:.2f}")
+            row.append(_fit_text(slope, r2))
             tidy += [
                 dict(
                     model=model,
@@ -161,7 +166,7 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
             if "regression" in runs and runs["regression"].notna().all():
                 reg = list(runs["regression"])
                 slope, r2 = np.mean([r["slope"] for r in reg]), np.mean([r["r2"] for r in reg])
-                row.append(f"{slope:.2f} / {r2:.2f}")
+                row.append(_fit_text(slope, r2))
                 tidy += [
                     dict(
                         model=model,

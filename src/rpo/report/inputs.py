@@ -198,6 +198,19 @@ class Inputs:
         }
 
 
+def degenerate_note(share: float | None) -> str:
+    """The mark of a run whose regression target is identically zero on some of its training prompts."""
+    return f" [V_hat = r on {100 * share:.0f}% of prompts: target 0]" if share else ""
+
+
+def zero_share(inputs: Inputs, model: str, method: str, ablation: str) -> float | None:
+    """The largest share over a cell's seeds of training prompts where its target is identically zero."""
+    frame = inputs.target_zero_share()
+    mine = frame[(frame["model"] == model) & (frame["method"] == method) & (frame["ablation"] == ablation)]
+    values = mine["target_zero_share"].dropna()
+    return float(values.max()) if len(values) else None
+
+
 def across_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean over seeds. Its interval, with several seeds, counts both sources of variance: between seeds
     (var of the seed values / S) and which prompts were drawn (the mean over seeds of each seed's squared bootstrap

@@ -162,7 +162,7 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                     - reward_b
                 )
             share = share_ci = None
-            if method in SHARE_METHODS:
+            if method in SHARE_METHODS and star["trusted"]:  # an untrusted optimum has no gain to share
                 star_gain = star["per_prompt"] - ref_per_prompt
                 share = gain.mean() / star_gain.mean()
                 share_b = paired.resampled_means(gain, seed_idx, prompt_idx) / star_gain[prompt_idx].mean(1)

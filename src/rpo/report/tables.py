@@ -14,7 +14,7 @@ import pandas as pd
 from rpo import config as config_lib
 from rpo import paper
 from rpo.report import diagnosis, optimum, paired
-from rpo.report.inputs import Inputs, across_seeds, win_rate_cells
+from rpo.report.inputs import Inputs, across_seeds, degenerate_note, win_rate_cells, zero_share
 
 METRICS = {
     "bertscore": ("BERTScore", 3),
@@ -272,19 +272,6 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     return Table(name, tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
-def degenerate_note(share: float | None) -> str:
-    """The mark of a run whose regression target is identically zero on some of its training prompts."""
-    return f" [V_hat = r on {100 * share:.0f}% of prompts: target 0]" if share else ""
-
-
-def zero_share(inputs: Inputs, model: str, method: str, ablation: str) -> float | None:
-    """The largest share over a cell's seeds of training prompts where its target is identically zero."""
-    frame = inputs.target_zero_share()
-    mine = frame[(frame["model"] == model) & (frame["method"] == method) & (frame["ablation"] == ablation)]
-    values = mine["target_zero_share"].dropna()
-    return float(values.max()) if len(values) else None
-
-
 def _cell(value, ci=None) -> dict:
     ci = ci or (math.nan, math.nan)
     return dict(value=value, ci_low=ci[0], ci_high=ci[1])
@@ -365,7 +352,7 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
         "reward is measured on. KL-matched regret: the optimum's reward at the policy's own KL (linear along the "
         "trusted part of its curve over beta) minus the policy's; '-' where the policy's KL lies past the trusted "
         "curve, and no interval where some resamples' KL lies past it. Share of pi*(beta)'s gain: only for RPO and DRO, whose stated target is pi*(beta) at their beta "
-        "(SFT has no beta; KTO's beta is not pi*'s). Cells: mean [95% interval: two-way bootstrap over seeds and "
+        "(SFT has no beta; KTO's beta is not pi*'s), and only where pi*(beta) is trusted. Cells: mean [95% interval: two-way bootstrap over seeds and "
         "prompts; KL: across seeds]. [V_hat = r ...]: the run's RPO target is identically zero on that share of "
         "its training prompts (one completion under the paper's estimator): nothing there is learned but noise.",
     ]
