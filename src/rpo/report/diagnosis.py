@@ -29,7 +29,8 @@ def _reference_kl(samples: pd.DataFrame, model: str, beta: float) -> np.ndarray:
 
 
 def distances(cfg: dict, inputs: Inputs) -> pd.DataFrame:
-    """model, policy, method, ablation, seed, prompts (training/test), value = mean KL(pi* || pi_theta)."""
+    """model, policy, method, ablation, seed, prompts (training/test), value = mean KL(pi* || pi_theta), for the
+    reference and the runs at the config's beta (a run at another beta is measured against another pi*)."""
     rows = []
     beta = cfg["objective"]["beta"]
     for key, samples in (("test", inputs.reference_samples()), ("train", inputs.train_samples())):
@@ -46,7 +47,7 @@ def distances(cfg: dict, inputs: Inputs) -> pd.DataFrame:
                     value=value,
                 )
             )
-    for d in inputs.diagnoses():
+    for d in [d for d in inputs.diagnoses() if d["beta"] == beta]:  # against pi* at the reference line's beta
         for key, prompts in SPLITS:
             if key in d:
                 policy = optimum.label(cfg, d["method"], d["ablation"])
@@ -106,26 +107,29 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
     test_samples, train_samples = inputs.reference_samples(), inputs.train_samples()
     diagnoses = pd.DataFrame(inputs.diagnoses())
     trains = [pd.read_parquet(p) for p in inputs.of("train.parquet")]
+    betas = sorted({beta, *(d["beta"] for d in inputs.diagnoses())})
     for model in [m for m in cfg["models"] if len(test_samples) and m in set(test_samples["model"])]:
-        cells = {}
-        for key, samples in (("train", train_samples), ("test", test_samples)):
-            if len(samples) and model in set(samples["model"]):
-                values = _reference_kl(samples, model, beta)
-                cells[key] = (float(values.mean()), ci(values[None, :]))
-        rows.append(
-            [
-                model,
-                "Reference",
-                *(fmt(*cells[k][:1], 3, *cells[k][1]) if k in cells else "-" for k, _ in SPLITS),
-                "0 / -",
-                "-",
-                "1",
+        for b in betas:  # the reference's own distance to pi*(b): the line every run at that beta starts from
+            cells = {}
+            for key, samples in (("train", train_samples), ("test", test_samples)):
+                if len(samples) and model in set(samples["model"]):
+                    values = _reference_kl(samples, model, b)
+                    cells[key] = (float(values.mean()), ci(values[None, :]))
+            label = "Reference" if b == beta else f"Reference (against pi* at beta {b:g})"
+            rows.append(
+                [
+                    model,
+                    label,
+                    *(fmt(*cells[k][:1], 3, *cells[k][1]) if k in cells else "-" for k, _ in SPLITS),
+                    "0 / -",
+                    "-",
+                    "1",
+                ]
+            )
+            tidy += [
+                dict(model=model, row=label, metric=f"kl_to_optimum:{k}", value=v, ci_low=c[0], ci_high=c[1], seeds=1)
+                for k, (v, c) in cells.items()
             ]
-        )
-        tidy += [
-            dict(model=model, row="Reference", metric=f"kl_to_optimum:{k}", value=v, ci_low=c[0], ci_high=c[1], seeds=1)
-            for k, (v, c) in cells.items()
-        ]
         mine = diagnoses[diagnoses["model"] == model] if len(diagnoses) else diagnoses
         for (method, ablation), runs in mine.groupby(["method", "ablation"], sort=False) if len(mine) else []:
             label = optimum.label(cfg, method, ablation)
@@ -199,7 +203,7 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
             ]
     notes = [
         f"KL(pi* || pi): the self-normalised estimate from the reference's samples (pi* at each policy's beta; the "
-        f"reference's row at beta {beta:g}), on {cfg['optimum']['train_prompts']} training prompts and on the test "
+        f"reference's rows at each of those betas), on {cfg['optimum']['train_prompts']} training prompts and on the test "
         "prompts; mean over seeds [95% interval: two-way bootstrap over seeds and prompts]. A policy that moved "
         "towards pi* is below the reference's row. Training small and test large: it does not generalise; both at "
         "the reference's level or above: the optimisation or the training signal falls short. Implied reward: "

@@ -28,7 +28,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), squeeze=False)
     palette = dict(zip(cfg["methods"], sns.color_palette(n_colors=len(cfg["methods"]))))
     for ax, (model, f) in zip(axes[0], data.items()):
-        curve = f["curve"]
+        curve = sorted(f["curve"], key=lambda c: c["kl"])
         good = [c for c in curve if c["trusted"]]
         past = [c for c in curve if not c["trusted"]]
         ax.plot([c["kl"] for c in good], [c["reward"] for c in good], "k-", lw=1, label="optimum pi* (trusted)")
