@@ -180,7 +180,7 @@ def cmd_diagnose(args) -> None:
     result = diagnose.diagnose(
         _config(args), _cell(args), args.model_dir, samples, args.train, args.ref, args.base_train, args.out
     )
-    print(json.dumps({k: result[k]["kl_to_optimum"] for k in samples}))
+    print(json.dumps({k: result[k]["kl_to_optimum"] for k in samples if k in result}))
 
 
 def cmd_report(args) -> None:

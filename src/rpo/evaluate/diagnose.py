@@ -71,6 +71,8 @@ def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_pa
     name = f"{cell['model']}/{cell['method']}/{cell['ablation']}/seed{cell['seed']}"
     out = {**cell, "beta": beta}
     for split, path in samples.items():
+        if not Path(path).stat().st_size:  # optimum.train_prompts: 0
+            continue
         frame = pd.read_json(path, lines=True).sort_values(["prompt_id", "sample"], kind="stable")
         logp = score_sampled(
             model,
@@ -105,7 +107,7 @@ def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_pa
         target = (table["reward"].to_numpy(float) - table["v_hat"].to_numpy(float)) / beta
         out["regression"] = {"rows": len(table), **fit(target, policy - table["ref_logp"].to_numpy(float))}
     with tracking.run(cfg, "diagnose", Path(out_path).parent, cell) as run:
-        flat = {f"{split}_kl_to_optimum": out[split]["kl_to_optimum"] for split in samples}
+        flat = {f"{split}_kl_to_optimum": out[split]["kl_to_optimum"] for split in samples if split in out}
         flat |= {f"regression_{k}": v for k, v in out.get("regression", {}).items() if k != "rows"}
         run.log_metrics({k: v for k, v in flat.items() if math.isfinite(v)})
         out["mlflow_run_id"] = run.run_id

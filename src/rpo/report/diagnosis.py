@@ -103,36 +103,36 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
         "Seeds",
     ]
     rows, tidy, notes_v = [], [], []
+
+    def record(model, row, metric, value, ci=(math.nan, math.nan), seeds=1):
+        tidy.append(dict(model=model, row=row, metric=metric, value=value, ci_low=ci[0], ci_high=ci[1], seeds=seeds))
+
+    def mean_fit(model, row, metric, fits, seeds) -> str:
+        slope, r2 = np.mean([f["slope"] for f in fits]), np.mean([f["r2"] for f in fits])
+        record(model, row, f"{metric}_slope", slope, seeds=seeds)
+        record(model, row, f"{metric}_r2", r2, seeds=seeds)
+        return _fit_text(slope, r2)
+
     beta = cfg["objective"]["beta"]
     test_samples, train_samples = inputs.reference_samples(), inputs.train_samples()
     diagnoses = pd.DataFrame(inputs.diagnoses())
-    trains = [pd.read_parquet(p) for p in inputs.of("train.parquet")]
-    betas = sorted({beta, *(d["beta"] for d in inputs.diagnoses())})
+    betas = sorted({beta, *(diagnoses["beta"] if len(diagnoses) else [])})
     for model in [m for m in cfg["models"] if len(test_samples) and m in set(test_samples["model"])]:
-        for b in betas:  # the reference's own distance to pi*(b): the line every run at that beta starts from
-            cells = {}
-            for key, samples in (("train", train_samples), ("test", test_samples)):
-                if len(samples) and model in set(samples["model"]):
-                    values = _reference_kl(samples, model, b)
-                    cells[key] = (float(values.mean()), ci(values[None, :]))
+        for b in betas:  # the reference's own distance to pi*(b): where every run at that beta starts from
             label = "Reference" if b == beta else f"Reference (against pi* at beta {b:g})"
-            rows.append(
-                [
-                    model,
-                    label,
-                    *(fmt(*cells[k][:1], 3, *cells[k][1]) if k in cells else "-" for k, _ in SPLITS),
-                    "0 / -",
-                    "-",
-                    "1",
-                ]
-            )
-            tidy += [
-                dict(model=model, row=label, metric=f"kl_to_optimum:{k}", value=v, ci_low=c[0], ci_high=c[1], seeds=1)
-                for k, (v, c) in cells.items()
-            ]
+            row = [model, label]
+            for key, samples in (("train", train_samples), ("test", test_samples)):
+                if not len(samples) or model not in set(samples["model"]):
+                    row.append("-")
+                    continue
+                values = _reference_kl(samples, model, b)
+                interval = ci(values[None, :])
+                record(model, label, f"kl_to_optimum:{key}", float(values.mean()), interval)
+                row.append(fmt(float(values.mean()), 3, *interval))
+            rows.append(row + ["0 / -", "-", "1"])
         mine = diagnoses[diagnoses["model"] == model] if len(diagnoses) else diagnoses
         for (method, ablation), runs in mine.groupby(["method", "ablation"], sort=False) if len(mine) else []:
-            label = optimum.label(cfg, method, ablation)
+            label, seeds = optimum.label(cfg, method, ablation), len(runs)
             row = [model, label + degenerate_note(zero_share(inputs, model, method, ablation))]
             for key, _ in SPLITS:
                 if key not in runs or runs[key].isna().any():
@@ -140,67 +140,23 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
                     continue
                 matrix = np.array([r["kl_to_optimum_per_prompt"] for r in runs[key]])
                 lo, hi = ci(matrix)
+                record(model, label, f"kl_to_optimum:{key}", float(matrix.mean()), (lo, hi), seeds)
                 row.append(fmt(float(matrix.mean()), 3, lo, hi))
-                tidy.append(
-                    dict(
-                        model=model,
-                        row=label,
-                        metric=f"kl_to_optimum:{key}",
-                        value=float(matrix.mean()),
-                        ci_low=lo,
-                        ci_high=hi,
-                        seeds=len(runs),
-                    )
-                )
             implied = [r["implied_reward"] for r in runs["test"]]
-            slope, r2 = np.mean([i["slope"] for i in implied]), np.mean([i["r2"] for i in implied])
-            row.append(_fit_text(slope, r2))
-            tidy += [
-                dict(
-                    model=model,
-                    row=label,
-                    metric=f"implied_reward_{k}:test",
-                    value=v,
-                    ci_low=math.nan,
-                    ci_high=math.nan,
-                    seeds=len(runs),
-                )
-                for k, v in (("slope", slope), ("r2", r2))
-            ]
-            if "regression" in runs and runs["regression"].notna().all():
-                reg = list(runs["regression"])
-                slope, r2 = np.mean([r["slope"] for r in reg]), np.mean([r["r2"] for r in reg])
-                row.append(_fit_text(slope, r2))
-                tidy += [
-                    dict(
-                        model=model,
-                        row=label,
-                        metric=f"regression_{k}:train",
-                        value=v,
-                        ci_low=math.nan,
-                        ci_high=math.nan,
-                        seeds=len(runs),
-                    )
-                    for k, v in (("slope", slope), ("r2", r2))
-                ]
-            else:
-                row.append("-")
-            rows.append(row + [str(len(runs))])
-        model_train = [
-            t
-            for t in trains
-            if len(train_samples)
-            and set(t["prompt_id"]) & set(train_samples[train_samples["model"] == model]["prompt_id"])
-        ]
-        if model_train and model in set(train_samples["model"]):
-            err = partition_error(cfg, model_train[0], train_samples, model)
+            row.append(mean_fit(model, label, "implied_reward:test", implied, seeds))
+            regression = runs["regression"].dropna().tolist() if "regression" in runs else []
+            row.append(mean_fit(model, label, "regression:train", regression, seeds) if regression else "-")
+            rows.append(row + [str(seeds)])
+        tables = inputs.of("train.parquet")  # the model's own (sampled from its reference), else the shared one
+        training = [t for t in tables if t.parent.parent.name == model]
+        training = training or [t for t in tables if t.parent.parent.name not in cfg["models"]]
+        if len(train_samples) and model in set(train_samples["model"]) and training:
+            err = partition_error(cfg, pd.read_parquet(training[0]), train_samples, model)
             notes_v.append(
                 f"| {model} | {err['prompts']} | {err['completions']:.1f} | {err['bias']:+.3f} | {err['rmse']:.3f} |"
             )
-            tidy += [
-                dict(model=model, row="V_hat error", metric=k, value=err[k], ci_low=math.nan, ci_high=math.nan, seeds=1)
-                for k in ("bias", "rmse")
-            ]
+            for k in ("bias", "rmse"):
+                record(model, "V_hat error", k, err[k])
     notes = [
         f"KL(pi* || pi): the self-normalised estimate from the reference's samples (pi* at each policy's beta; the "
         f"reference's rows at each of those betas), on {cfg['optimum']['train_prompts']} training prompts and on the test "

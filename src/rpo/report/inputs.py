@@ -86,7 +86,9 @@ class Inputs:
 
     def train_samples(self) -> pd.DataFrame:
         """The reference's scored samples per training prompt of the diagnosis, every model's."""
-        frames = [pd.read_json(path, lines=True) for path in self.of("optimum_train_samples.jsonl")]
+        frames = [
+            pd.read_json(path, lines=True) for path in self.of("optimum_train_samples.jsonl") if path.stat().st_size
+        ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def target_zero_share(self) -> pd.DataFrame:
