@@ -107,10 +107,10 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
     def record(model, row, metric, value, ci=(math.nan, math.nan), seeds=1):
         tidy.append(dict(model=model, row=row, metric=metric, value=value, ci_low=ci[0], ci_high=ci[1], seeds=seeds))
 
-    def mean_fit(model, row, metric, fits, seeds) -> str:
+    def mean_fit(model, row, name, split, fits, seeds) -> str:
         slope, r2 = np.mean([f["slope"] for f in fits]), np.mean([f["r2"] for f in fits])
-        record(model, row, f"{metric}_slope", slope, seeds=seeds)
-        record(model, row, f"{metric}_r2", r2, seeds=seeds)
+        record(model, row, f"{name}_slope:{split}", slope, seeds=seeds)
+        record(model, row, f"{name}_r2:{split}", r2, seeds=seeds)
         return _fit_text(slope, r2)
 
     beta = cfg["objective"]["beta"]
@@ -143,9 +143,9 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
                 record(model, label, f"kl_to_optimum:{key}", float(matrix.mean()), (lo, hi), seeds)
                 row.append(fmt(float(matrix.mean()), 3, lo, hi))
             implied = [r["implied_reward"] for r in runs["test"]]
-            row.append(mean_fit(model, label, "implied_reward:test", implied, seeds))
+            row.append(mean_fit(model, label, "implied_reward", "test", implied, seeds))
             regression = runs["regression"].dropna().tolist() if "regression" in runs else []
-            row.append(mean_fit(model, label, "regression:train", regression, seeds) if regression else "-")
+            row.append(mean_fit(model, label, "regression", "train", regression, seeds) if regression else "-")
             rows.append(row + [str(seeds)])
         tables = inputs.of("train.parquet")  # the model's own (sampled from its reference), else the shared one
         training = [t for t in tables if t.parent.parent.name == model]
