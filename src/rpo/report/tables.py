@@ -143,10 +143,12 @@ def table2(cfg: dict, inputs: Inputs) -> Table:
         ]
     )
     notes = [
-        "Held-out prompts. Reference row: the policy every method starts from, generated and scored the same way. "
-        "BERTScore and ROUGE-L against each prompt's best completion. True reward (T=1): per-prompt mean over "
-        "generate.samples_per_prompt plain samples; the other columns: the configured decoding. Cells: mean over "
-        "seeds [95% interval: t across seeds, or the bootstrap over prompts for one seed]. "
+        "Test prompts (the held-out prompts less the dev split). Reference row: the policy every method starts "
+        "from, generated and scored the same way. BERTScore and ROUGE-L against each prompt's best completion. True "
+        "reward (T=1): per-prompt mean over generate.samples_per_prompt plain samples; the other columns: the "
+        "configured decoding. Cells: mean over seeds [95% interval counting seeds and prompts: mean +- z sqrt(var "
+        "across seeds / S + mean per-seed bootstrap variance); one seed: its bootstrap over prompts]. Rankings: the "
+        "paired table. "
         "WR: % of prompts where RPO beats that row's policy in both orders (ties counted apart); "
         "blank on RPO's own row. Definitions: docs/metrics.md."
     ]
