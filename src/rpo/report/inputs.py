@@ -29,6 +29,7 @@ class Inputs:
         self.paths = [Path(p) for p in paths]
         self.run_ids: set[str] = set()
         self.offline = 0
+        self._zero: pd.DataFrame | None = None  # target_zero_share, read once
 
     def _read(self, path: Path) -> dict:
         record = json.loads(path.read_text())
@@ -93,7 +94,7 @@ class Inputs:
 
     def target_zero_share(self) -> pd.DataFrame:
         """Per run, the share of training prompts on which its objective's target is identically zero (train.json)."""
-        if getattr(self, "_zero", None) is not None:
+        if self._zero is not None:
             return self._zero
         rows = []
         for path in self.of("train.json"):

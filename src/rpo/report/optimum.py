@@ -33,7 +33,7 @@ from rpo import config as config_lib
 from rpo import paper
 from rpo.evaluate import metrics
 from rpo.report import paired
-from rpo.report.inputs import Inputs
+from rpo.report.inputs import Inputs, zero_share
 
 # The methods whose stated target is pi*(beta) itself (regress beta * log-ratio on r - V): their share of its gain.
 SHARE_METHODS = ("rpo", "dro")
@@ -102,7 +102,6 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
     per_prompt = inputs.per_prompt("sampled_true_reward")
     kl = inputs.kl()
     final_kl = kl.sort_values("step").groupby(["model", "method", "ablation", "seed"]).tail(1)
-    zero_share = inputs.target_zero_share()
     boot = cfg["score"]["bootstrap"]
     betas = config_lib.trained_betas(cfg)
     out = {}
@@ -167,9 +166,6 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                 share = gain.mean() / star_gain.mean()
                 share_b = paired.resampled_means(gain, seed_idx, prompt_idx) / star_gain[prompt_idx].mean(1)
                 share_ci = paired.percentile(share_b, boot["confidence"])
-            zero = zero_share[
-                (zero_share["model"] == model) & (zero_share["method"] == method) & (zero_share["ablation"] == ablation)
-            ]["target_zero_share"]
             policies.append(
                 dict(
                     method=method,
@@ -189,7 +185,7 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                     beyond_trusted=beyond and method != paper.REFERENCE,
                     share=share,
                     share_ci=share_ci,
-                    target_zero_share=float(zero.max()) if len(zero) and zero.notna().any() else None,
+                    target_zero_share=zero_share(inputs, model, method, ablation),
                 )
             )
         out[model] = dict(

@@ -405,14 +405,14 @@ def paired_table(cfg: dict, inputs: Inputs) -> Table:
     found = paired.paired_rows(cfg, per_prompt, _model_order(cfg, per_prompt) if len(per_prompt) else [])
     header = ["Model", "Comparison (A - B)", "Mean difference [95% interval]", "Resolved", "Seeds", "Prompts"]
 
-    def name(policy):
+    def name(model, policy):
         method, ablation = policy
         return optimum.label(cfg, method, ablation) + degenerate_note(zero_share(inputs, model, method, ablation))
 
     rows, dev_rows, tidy = [], [], []
     for r in found:
         model = r["model"]
-        text = f"{name(r['a'])} - {name(r['b'])}"
+        text = f"{name(model, r['a'])} - {name(model, r['b'])}"
         verdict = ("yes: A > B" if r["value"] > 0 else "yes: A < B") if r["resolved"] else "no (0 in interval)"
         line = [model, text, fmt(r["value"], 2, r["ci_low"], r["ci_high"]), verdict, str(r["seeds"]), str(r["prompts"])]
         (rows if r["split"] == "test" else dev_rows).append(line)
