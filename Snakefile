@@ -20,6 +20,13 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Every rule's outputs stay under results/<name>/ or data/prepared/<name>/ (rpo.paths).
+try:
+    rpo_paths.check_rule_outputs(workflow.rules, CFG)
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
+
+
 rule all:
     default_target: True
     input:

@@ -45,6 +45,40 @@ CASES = [
         "outside",
         1,
     ),
+    # json.loads keeps the last of a key given twice: the row would train on 9
+    (
+        "duplicate key",
+        b'{"instruction": "p", "completions": [{"response": "a", "overall_score": 1, "overall_score": 9}]}',
+        "*",
+        "'overall_score' given twice",
+        1,
+    ),
+    ("nested 3000 deep", b'{"instruction": "p", "completions": ' + b"[" * 3000 + b"]" * 3000 + b"}", "*", "nested", 1),
+    ("nested 40 deep", b'{"instruction": "p", "x": ' + b"[" * 40 + b"]" * 40 + b"}", "*", "nested deeper", 1),
+    ("reward of 400 digits", _record([_completion(10**400), _completion(2)]), "reward", "too large for a float", 2),
+    (
+        "lone surrogate",
+        b'{"instruction": "p", "completions": [{"response": "cut \\ud83d", "overall_score": 1}, '
+        + json.dumps(_completion(2)).encode()
+        + b"]}",
+        "response",
+        "invalid Unicode",
+        2,
+    ),
+    (
+        "zero-width only",
+        _record([{"response": "\u200b\u200d \ufeff\u2060", "overall_score": 1}, _completion(2)]),
+        "response",
+        "empty or not text",
+        2,
+    ),
+    (
+        "instruction and prompt differ",
+        json.dumps({"instruction": "one", "prompt": "another", "completions": [_completion(1)]}).encode(),
+        "prompt",
+        "both 'instruction' and 'prompt'",
+        1,
+    ),
 ]
 
 
@@ -146,3 +180,54 @@ def test_path_and_format_errors_are_one_line(tmp_path, capsys, make, source, wor
     assert _prepare(_config(tmp_path, path, "drop", source=source), tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert words in err and str(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _flat_rows(column_of):
+    """GOOD as one row per completion (triplets), each row's prompt under the column column_of(i) names."""
+    rows = []
+    for record in GOOD:
+        for item in record["completions"]:
+            key = column_of(len(rows))
+            rows.append({key: record["instruction"], "response": item["response"], "reward": item["overall_score"]})
+    return rows
+
+
+@pytest.mark.parametrize("source", ["jsonl", "parquet"])
+def test_mixed_instruction_and_prompt_columns_keep_every_row_by_one_rule(tmp_path, source):
+    """A file whose rows name the prompt `instruction` or `prompt` (Parquet: both columns, nulls in the other)."""
+    rows = _flat_rows(lambda i: "instruction" if i % 2 else "prompt")
+    path = tmp_path / f"mixed.{source}"
+    if source == "parquet":
+        pd.DataFrame(rows).to_parquet(path)  # both columns; each row's other one is null
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert _prepare(_config(tmp_path, path, "error", source=source, layout="triplets", reward_field="reward"), out) == 0
+    acc = _accounting_adds_up(out)
+    assert acc["input_rows"] == 48 and acc["rejected"] == 0
+
+
+def test_a_held_out_prompt_keeps_no_training_copy_that_differs_only_by_normalisation(tmp_path):
+    """The test set leaks into training when a copy of a held-out prompt differs by a trailing newline or by
+    Unicode normalisation (NFD accents)."""
+    import unicodedata
+
+    from rpo.data.sources import identity
+
+    records = [dict(r, instruction=r["instruction"] + " café") for r in GOOD]  # NFC accent
+    variants = []
+    for i, record in enumerate(records):
+        text = record["instruction"] + "\n" if i % 2 else unicodedata.normalize("NFD", record["instruction"])
+        completions = [dict(c, response=c["response"] + " (again)") for c in record["completions"]]
+        variants.append(dict(record, instruction=text, completions=completions))
+    path = tmp_path / "variants.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records + variants))
+    out = tmp_path / "out"
+    assert _prepare(_config(tmp_path, path, "error", n_eval_prompts=4), out) == 0
+    train, held = pd.read_parquet(out / "train.parquet"), pd.read_parquet(out / "eval.parquet")
+    assert not set(train["prompt"].map(identity)) & set(held["prompt"].map(identity))
+    leakage = json.loads((out / "manifest.json").read_text())["leakage"]
+    assert leakage["held_out_prompts_in_train"] == 0
+    assert leakage["train_rows_dropped_as_normalised_copies_of_held_out"] >= 4 * 4  # each held-out prompt's copy
+    assert leakage["prompts_differing_only_by_normalisation"] == 24
+    _accounting_adds_up(out)

@@ -118,6 +118,43 @@ EDITS = [
     # a KL on a prefix of the responses the reward is measured on is biased low
     ("kl shorter", lambda c: c["train"].update(kl_max_new_tokens=4), "", "'train.kl_max_new_tokens': 4 tokens"),
     ("no test split", lambda c: c["data"].update(n_dev_prompts=4), "", "'data.n_dev_prompts': 4 leaves none"),
+    # names become paths: nothing may climb out of results/<name>/ or reach a shell
+    ("name ..", lambda c: c.update(name=".."), "", "config key 'name': '..' does not match"),
+    ("name shell", lambda c: c.update(name="x; touch y #"), "", "config key 'name': 'x; touch y #' does not match"),
+    ("model ..", lambda c: c["models"].update({"..": c["models"]["t5"]}), "", "'..' does not match"),
+    ("model hidden", lambda c: c["models"].update({".t5": c["models"]["t5"]}), "", "'.t5' does not match"),
+    (
+        "model tables",
+        lambda c: c["models"].update(tables=c["models"]["t5"]),
+        "",
+        "'models.tables': the workflow writes",
+    ),
+    ("ablation ..", lambda c: c.update(ablations={"default": {}, "..": {}}), "", "'..' does not match"),
+    (
+        "experiment ..",
+        lambda c: c.update(mlflow={"experiment": "../../../x"}),
+        "",
+        "config key 'mlflow.experiment': '../../../x' does not match",
+    ),
+    ("seeds twice", lambda c: c.update(seeds=[0, 1, 1]), "", "config key 'seeds': [0, 1, 1] has non-unique elements"),
+    ("seed timestamp", lambda c: c.update(seeds=[1733100000000]), "", "'seeds.0': 1733100000000 is greater than"),
+    (
+        "ablation float key",
+        lambda c: c.update(ablations={"default": {}, 0.5: {"objective": {"beta": 0.5}}}),
+        "",
+        "config key 'ablations.0.5': YAML read this key as float",
+    ),
+    ("yte", lambda c: c.update(__use_yte__=True), "", "config key '__use_yte__': YAML templates run code"),
+    (
+        "alias bomb",
+        lambda c: None,
+        "bomb:\n  a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"  {k}: &{k} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, k in zip("abcdefgh", "bcdefghi")
+        ),
+        "its YAML aliases (*name) expand to",
+    ),
 ]
 
 
@@ -126,13 +163,16 @@ def test_an_edited_config_is_refused_by_rpo_config_naming_the_key(tmp_path, micr
     edit(micro_config)
     path = _yaml_with(micro_config, tmp_path / "bad.yaml", extra)
     out = subprocess.run(
-        [str(BIN / "rpo"), "config", "--config", str(path)], capture_output=True, text=True, env=run_env()
+        [str(BIN / "rpo"), "config", "--config", str(path)], capture_output=True, text=True, env=run_env(), timeout=60
     )
     assert out.returncode == 2 and words in out.stderr and str(path) in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("name, edit, extra, words", [EDITS[0], EDITS[4], EDITS[7]], ids=lambda e: str(e)[:20])
+SNAKEMAKE_EDITS = [EDITS[0], EDITS[4], EDITS[7], *(e for e in EDITS if e[0] in ("model ..", "ablation float key"))]
+
+
+@pytest.mark.parametrize("name, edit, extra, words", SNAKEMAKE_EDITS, ids=lambda e: str(e)[:20])
 def test_snakemake_rejects_bad_config_before_any_job_in_a_few_lines(tmp_path, micro_config, name, edit, extra, words):
     edit(micro_config)
     path = _yaml_with(micro_config, tmp_path / "bad.yaml", extra)

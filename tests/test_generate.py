@@ -106,11 +106,32 @@ def test_resume_keeps_whole_batches_and_regenerates_the_rest(tmp_path):
     meta = [{"i": i} for i in range(7)]
     full = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "a.partial", 2, seed=5)
     lines = (tmp_path / "a.partial").read_text().splitlines()
-    (tmp_path / "b.partial").write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # 1.5 batches + a cut line
+    # the fingerprint line, 1.5 batches and a cut line
+    (tmp_path / "b.partial").write_text("\n".join(lines[:4]) + "\n" + lines[4][:10])
     calls.clear()
     resumed = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "b.partial", 2, seed=5)
     assert resumed == full
     assert calls == [generation.batch_seed(5, 0, i) for i in (1, 2, 3)]  # batch 0 kept, batch 1 redone
+
+
+@pytest.mark.parametrize("other", ["prompts", "seed", "no header"])
+def test_another_runs_resume_file_is_discarded_not_resumed(tmp_path, capfd, other):
+    """A generations.jsonl.partial left by another run (other prompts, model, seed; or an old file without a
+    fingerprint) would hand back its rows as this run's."""
+
+    def fake_generator(prompts, seed):
+        return [f"{p}-{seed}" for p in prompts]
+
+    prompts, meta = [f"p{i}" for i in range(6)], [{"i": i} for i in range(6)]
+    stale = tmp_path / "run.partial"
+    other_prompts = [f"other{i}" for i in range(6)] if other == "prompts" else prompts
+    generation.generate_rows(fake_generator, other_prompts, meta, stale, 2, seed=9 if other == "seed" else 5)
+    if other == "no header":
+        stale.write_text("\n".join(stale.read_text().splitlines()[1:]) + "\n")
+        stale.write_text(stale.read_text().replace("-5", "-stale"))
+    rows = generation.generate_rows(fake_generator, prompts, meta, stale, 2, seed=5)
+    assert [r["generation"] for r in rows] == [f"p{i}-{generation.batch_seed(5, 0, i // 2)}" for i in range(6)]
+    assert "left by another run" in capfd.readouterr().err
 
 
 def test_conversations_render_with_and_without_a_chat_template():

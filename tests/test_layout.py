@@ -137,3 +137,39 @@ def test_a_new_ablation_table_is_one_entry_in_paper(tmp_path, monkeypatch, micro
     markdown = tables.write_table(cfg, "table8", paths, tmp_path / "table8")
     assert markdown.startswith("# Table VIII: RPO with other learning rates (win rates against SFT)")
     assert "| t5 | lr=0.01 | 0.500 [0.400, 0.600] | 1 |" in markdown and "| t5 | RPO (ref.) | 0.250" in markdown
+
+
+# `rpo` steps that load a model without a --model-dir/--init flag naming it: init-model builds or converts one,
+# score runs BERTScore and the toxicity classifier.
+MODEL_STEPS_WITHOUT_A_MODEL_FLAG = {"init-model", "score"}
+
+
+def _rules_and_steps() -> dict[str, str]:
+    """Every rule of the workflow and the `rpo` step its shell runs ('' for rules that run none)."""
+    rules = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.M)[1:]:
+            name = re.match(r"rule (\w+):", block).group(1)
+            step = re.search(r'rpo_step\(\s*f?"(\S+)', block)
+            rules[name] = step.group(1) if step else ""
+    return rules
+
+
+def test_the_slurm_profile_gives_resources_to_every_rule_that_runs_a_model():
+    """reference_samples ran on default resources (4 GB, no GPU) for two issues after it was added."""
+    import yaml
+
+    from rpo.cli import build_parser
+
+    flags = {
+        name: {a for action in sub._actions for a in action.option_strings}
+        for name, sub in build_parser()._subparsers._group_actions[0].choices.items()
+    }
+    model_steps = MODEL_STEPS_WITHOUT_A_MODEL_FLAG | {s for s, f in flags.items() if f & {"--model-dir", "--init"}}
+    rules = _rules_and_steps()
+    runs_a_model = sorted(rule for rule, step in rules.items() if step in model_steps)
+    assert {"train", "generate", "reference_samples", "diagnose", "init_model"} <= set(runs_a_model)
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]
+    missing = [rule for rule in runs_a_model if rule not in profile or "mem_mb" not in profile[rule]]
+    assert not missing, f"profiles/slurm/config.yaml has no resources for {missing}"
+    assert not set(profile) - set(rules), "resources for rules that do not exist"

@@ -24,7 +24,8 @@ def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro
             for i in range(3)
         )
     )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    # nothing listens there; the password in the address must reach no log and no record
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mluser:s3cret-pw@127.0.0.1:9/?token=t0ken")
     start = time.perf_counter()
     cell = ["--model", "llama", "--method", "rpo", "--seed", "0"]
     assert (
@@ -43,9 +44,13 @@ def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro
         == 0
     )
     assert time.perf_counter() - start < 60
-    assert "MLflow unreachable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "MLflow unreachable at http://***@127.0.0.1:9/?token=***" in err
     scores = json.loads((workdir / "run" / "scores.json").read_text())
-    record = json.loads((workdir / "run" / tracking.OFFLINE_FILE).read_text())
+    offline = workdir / "run" / tracking.offline_file("score")
+    for text in (err, offline.read_text()):
+        assert "s3cret-pw" not in text and "t0ken" not in text
+    record = json.loads(offline.read_text())
     assert scores["mlflow_run_id"] is None and record["tags"]["rule"] == "score" and record["status"] == "FINISHED"
     logged = {m[0] for m in record["metrics"]}
     assert set(scores["metrics"]) <= logged and {"rouge_l_ci_low", "rouge_l_ci_high"} <= logged
@@ -65,4 +70,33 @@ def test_unreachable_server_records_the_run_and_import_replays_it(workdir, micro
     assert status == [("FINISHED",)]
     assert digests == [md5(gens)]  # the dataset input recorded offline, replayed with its md5
     assert (experiment, kind) == ("rpo-pipeline/micro", "custom_model_development")
-    assert not (workdir / "run" / tracking.OFFLINE_FILE).exists()  # imported once, never twice
+    assert not offline.exists()  # imported once, never twice
+
+
+def test_two_jobs_of_one_folder_keep_two_records_and_import_refuses_outside_files(workdir, monkeypatch, capsys):
+    """score and score-ood write into one run folder: one offline record each. A record naming a file outside its
+    folder (edited, or copied from elsewhere) is refused by that file's name, nothing imported."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    cfg = {"name": "micro", "mlflow": {"experiment": None}}
+    folder = workdir / "run"
+    for stage in ("score", "score_ood"):
+        with tracking.run(cfg, stage, folder, {"model": "m", "seed": 0}) as active:
+            active.log_metrics({f"{stage}_metric": 1.0})
+    records = sorted(p.name for p in folder.glob("mlflow_offline*.json"))
+    assert records == ["mlflow_offline.score.json", "mlflow_offline.score_ood.json"]
+
+    secret = workdir / "elsewhere.txt"
+    secret.write_text("not this run's")
+    edited = json.loads((folder / records[0]).read_text())
+    edited["artifacts"] = [str(folder / "scores.json"), str(folder / ".." / "elsewhere.txt")]
+    (folder / records[0]).write_text(json.dumps(edited))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/mlflow.db")
+    assert main(["mlflow-import", str(folder)]) == 2
+    assert "elsewhere.txt" in capsys.readouterr().err
+
+    edited["artifacts"] = []
+    (folder / records[0]).write_text(json.dumps(edited))
+    assert main(["mlflow-import", str(folder)]) == 0
+    with sqlite3.connect(workdir / "mlflow.db") as con:
+        rules = sorted(v for (v,) in con.execute("select value from tags where key = 'rule'"))
+    assert rules == ["score", "score_ood"]

@@ -337,6 +337,12 @@ def test_kl_starts_at_zero_and_moves_with_training(prepared, tmp_path, monkeypat
     assert curve["step"].iloc[0] == 0 and curve["kl"].iloc[0] == pytest.approx(0, abs=1e-5)
     assert curve["step"].iloc[-1] == summary["steps"] and curve["kl"].iloc[-1] > 0.01
     assert summary["peak_memory_mb"] > 0 and summary["tokens_per_s"] > 0
+    written = json.loads((tmp_path / "run" / "train.json").read_text())["truncation"]
+    assert written["rows"] == summary["rows"] > 0  # every row it trained on (SFT: each prompt's best)
+    assert written["share_cut"] == pytest.approx(written["rows_cut"] / written["rows"])
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        logged = dict(con.execute("select key, value from metrics where key like 'truncation_%'").fetchall())
+    assert logged["truncation_rows_cut"] == written["rows_cut"]
 
 
 def _loss_curve(db, out_dir):

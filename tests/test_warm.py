@@ -86,9 +86,10 @@ def test_a_step_run_warm_matches_it_run_directly(warm_env, tmp_path):
         assert failed.returncode == 2 and "train.epochs" in failed.stderr
         unknown = rpo("no-such-step", env=warm_env, cwd=tmp_path)
         assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
-        # an error the CLI does not translate (an output path below a file) keeps its traceback and exit code 1
+        # an error the CLI does not translate (judged generations without rpo=) keeps its traceback and exit code 1
         tiny_path = str(REPO / "config" / "tiny.yaml")
-        crashed = rpo("config", "--config", tiny_path, "--out", "bad.yaml/x.yaml", env=warm_env, cwd=tmp_path)
+        cell = ["--model", "m", "--method", "rpo", "--judge", "j", "--out", "x.json"]
+        crashed = rpo("judge", "--config", tiny_path, *cell, "--generations", "sft=x", env=warm_env, cwd=tmp_path)
         assert crashed.returncode == 1 and "Traceback" in crashed.stderr, crashed.stderr
     finally:
         stop(pid)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from rpo import config, paper, versioning, warm
-from rpo.errors import ConfigError, DataError, JudgeError, TrainingError, VersioningError
+from rpo import config, io, paper, versioning, warm
+from rpo.errors import ConfigError, DataError, JudgeError, OutputError, TrainingError, VersioningError
+from rpo.redact import redact
 
 
 def _config(args) -> dict:
@@ -38,17 +39,19 @@ def cmd_config(args) -> None:
         raw, source = config.read_layers(args.config), " + ".join(args.config)
     cfg = config.resolve(raw, source=source)
     config.check_every_cell(cfg, source)
+    if args.print_name:  # for scripts (the Makefile): the validated name, never a shell's reading of the file
+        print(cfg["name"])
+        return
     resolved = yaml.safe_dump(cfg, sort_keys=False)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(resolved)
+        io.write_text(args.out, resolved)
     if args.create_store:
         from rpo import tracking  # sets MLflow's retry defaults in os.environ when imported: only where it logs
 
         try:  # create the store and the config's experiment early (jobs that race to create it take a lock)
             tracking.store_config(cfg, resolved)
         except Exception as exc:  # noqa: BLE001 - jobs record their runs offline then
-            print(f"warning: MLflow unreachable at {tracking.tracking_uri()}: {exc}", file=sys.stderr)
+            print(f"warning: MLflow unreachable at {tracking.shown_uri()}: {redact(str(exc))}", file=sys.stderr)
     print(f"config '{cfg['name']}' is valid: {len(config.runs(cfg))} training runs")
 
 
@@ -59,8 +62,8 @@ def cmd_runs(args) -> None:
     from rpo import tracking
     from rpo.report.mlflow_run import table_filter
 
-    cfg, uri = _config(args), tracking.tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    cfg, uri = _config(args), tracking.shown_uri()
+    mlflow.set_tracking_uri(tracking.tracking_uri())
     experiment = mlflow.get_experiment_by_name(tracking.experiment_name(cfg))
     if experiment is None:
         raise ConfigError(f"no MLflow experiment '{tracking.experiment_name(cfg)}' in {uri}: run the workflow first")
@@ -92,7 +95,7 @@ def cmd_mlflow_import(args) -> None:
     from rpo import tracking
 
     for folder in args.folders:
-        print(f"{folder}: imported as MLflow run {tracking.replay(folder)}")
+        print(f"{folder}: imported as MLflow run(s) {', '.join(tracking.replay(folder))}")
 
 
 def cmd_init_model(args) -> None:
@@ -170,7 +173,8 @@ def cmd_judge(args) -> None:
 def cmd_score(args) -> None:
     from rpo.evaluate import score
 
-    print(json.dumps(score.score(_config(args), _cell(args), args.generations, args.out, args.samples)["metrics"]))
+    summary = score.score(_config(args), _cell(args), args.generations, args.out, args.samples, args.eval)
+    print(json.dumps(summary["metrics"]))
 
 
 def cmd_diagnose(args) -> None:
@@ -224,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="config as JSON (what Snakemake resolved, overrides included)")
     p.add_argument("--out", help="where to write the resolved config")
     p.add_argument("--create-store", action="store_true", help="also create the MLflow store and experiment")
+    p.add_argument("--print-name", action="store_true", help="only validate and print the config's name")
 
     p = step("prepare-data", cmd_prepare_data, "build train/eval tables, standardised rewards and a manifest")
     p.add_argument("--out-dir", required=True)
@@ -318,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("score", cmd_score, "score generations (BERTScore, ROUGE-L, toxicity, Distinct-2, length)", cell=True)
     p.add_argument("--generations", required=True)
     p.add_argument("--samples", help="the sampled evaluation's samples (rpo generate --samples)")
+    p.add_argument("--eval", help="eval.parquet: the generations must cover each of its prompts (k samples each)")
     p.add_argument("--out", required=True)
 
     p = step(
@@ -358,12 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def outputs_of(args) -> list[Path]:
+    """A step's outputs (a file, or a file inside an output folder): checked writable before its work starts."""
+    files = [getattr(args, name, None) for name in ("out", "train_out", "out_prefix")]
+    folders = [getattr(args, name, None) for name in ("out_dir",)]
+    return [Path(f) for f in files if f] + [Path(d) / "probe" for d in folders if d]
+
+
 def run(argv: list[str]) -> int:
     """Run one step in this process; the exit code (2: an error the user can act on, its message printed)."""
     args = build_parser().parse_args(argv)
     try:
+        io.check_writable(*outputs_of(args))
         args.func(args)
-    except (ConfigError, DataError, VersioningError, JudgeError, TrainingError) as exc:
+    except (ConfigError, DataError, VersioningError, JudgeError, TrainingError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -77,7 +77,13 @@ def resolve(raw: dict, source: str = "config") -> dict:
     """Validate a config dict and return a deep copy with every default filled in."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
+    if "__use_yte__" in raw:
+        raise ConfigError(
+            f"{source}: config key '__use_yte__': YAML templates run code when Snakemake reads the config; "
+            "rpo configs are plain data (docs/reliability.md)"
+        )
     _refuse_non_finite(raw, source)
+    _refuse_non_text_keys(raw, source)
     cfg = copy.deepcopy(raw)
     validator = _validator_class()(load_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
@@ -96,7 +102,36 @@ def _refuse_non_finite(node, source: str, key: str = "") -> None:
         _refuse_non_finite(child, source, f"{key}.{name}" if key else str(name))
 
 
+def _refuse_non_text_keys(node, source: str, key: str = "") -> None:
+    """A YAML key such as `0.5:` or `1:` is read as a number; as an ablation or model name it would become a path and
+    a wildcard Snakemake cannot match."""
+    if isinstance(node, dict):
+        for name, child in node.items():
+            where = f"{key}.{name}" if key else str(name)
+            if not isinstance(name, str):
+                raise ConfigError(
+                    f"{source}: config key '{where}': YAML read this key as {type(name).__name__}; names are text "
+                    f"(quote it: '\"{name}\":')"
+                )
+            _refuse_non_text_keys(child, source, where)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _refuse_non_text_keys(child, source, f"{key}.{index}")
+
+
+# What the workflow writes beside the models in results/<name>/: a model of one of these names would share its folder.
+RESERVED_MODEL_NAMES = frozenset(
+    {"configs", "figures", "logs", "tables", "config.yaml", "report.html", "report_run.json", "paper_comparison.md"}
+)
+
+
 def _check_cross_references(cfg: dict, source: str) -> None:
+    for model in cfg["models"]:
+        if model in RESERVED_MODEL_NAMES:
+            raise ConfigError(
+                f"{source}: config key 'models.{model}': the workflow writes results/<name>/{model} itself; "
+                "name the model otherwise"
+            )
     if "default" not in cfg["ablations"]:
         raise ConfigError(
             f"{source}: config key 'ablations.default': required (the unablated runs behind Table II; may be {{}})"
@@ -170,6 +205,36 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_EXPANDED_NODES = 100_000
+
+
+def _refuse_alias_bombs(text: str, path: Path) -> None:
+    """Aliases (`*name`) are bounded before anything is built from them: a few hundred bytes of nested aliases
+    expand to billions of nodes (a "billion laughs"). The document's nodes are counted as if every alias were
+    written out (memoised over the composed graph, so counting costs the document's size, not the expansion's)."""
+    root = yaml.compose(text, Loader=_UniqueKeyLoader)
+    sizes: dict[int, int] = {}
+
+    def expanded(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a recursive alias counts once
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+            if isinstance(node, yaml.MappingNode):
+                children = [child for pair in node.value for child in pair]
+            sizes[id(node)] = 1 + sum(expanded(child) for child in children)
+        return sizes[id(node)]
+
+    try:
+        total = expanded(root) if root is not None else 0
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to be a config") from None
+    if total > MAX_EXPANDED_NODES:
+        raise ConfigError(
+            f"{path}: its YAML aliases (*name) expand to {total:,} values (at most {MAX_EXPANDED_NODES:,}): "
+            "refused before expanding them; write the values out"
+        )
+
+
 def read_yaml(path: str | Path) -> object:
     """A YAML file's content; a missing file, a folder, bad bytes, bad syntax or a duplicate key is a ConfigError."""
     path = Path(path)
@@ -178,7 +243,9 @@ def read_yaml(path: str | Path) -> object:
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a config file")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        text = path.read_text(encoding="utf-8")
+        _refuse_alias_bombs(text, path)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:

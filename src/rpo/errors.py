@@ -19,3 +19,7 @@ class JudgeError(RuntimeError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss or gradient); the message names the step."""
+
+
+class OutputError(RuntimeError):
+    """An output cannot be written (disk full, read-only folder); the message names the path."""

@@ -17,11 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+from rpo import io, paths
+from rpo.errors import DataError
 from rpo.io import md5
+from rpo.redact import redact
 
 DEFAULT_DB = Path("results") / "mlflow.db"
 ARTIFACT_ROOT = Path("results") / "mlartifacts"
-OFFLINE_FILE = "mlflow_offline.json"
+# One record per job (<folder>/mlflow_offline.<rule>.json): score and score-ood share a run folder.
+OFFLINE_GLOB = "mlflow_offline*.json"
 
 # An unreachable server should cost seconds, not MLflow's default minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -30,6 +34,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB.resolve()}"
+
+
+def shown_uri() -> str:
+    """The tracking URI as it may be printed or stored: a password or token in it replaced by ***."""
+    return redact(tracking_uri())
 
 
 @functools.cache
@@ -106,13 +115,15 @@ def experiment_id(name: str) -> str:
             found = mlflow.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
+            if not paths.inside(ARTIFACT_ROOT / name, ARTIFACT_ROOT):
+                raise ValueError(f"MLflow experiment '{name}' would put its artifacts outside {ARTIFACT_ROOT}/")
             try:
                 ARTIFACT_ROOT.mkdir(parents=True, exist_ok=True)
                 location = (ARTIFACT_ROOT / name).resolve().as_uri()
                 return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags())
             except Exception:  # noqa: BLE001 - lost the race: read it back
                 continue
-    raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {tracking_uri()}")
+    raise RuntimeError(f"could not create or find MLflow experiment '{name}' at {shown_uri()}")
 
 
 def store_config(cfg: dict, resolved_yaml: str) -> str:
@@ -125,7 +136,7 @@ def store_config(cfg: dict, resolved_yaml: str) -> str:
     if location.startswith("file://"):
         folder = Path(location.removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(resolved_yaml)
+        io.write_text(folder / "config.yaml", redact(resolved_yaml))
     return exp_id
 
 
@@ -152,6 +163,7 @@ class Run:
             "artifacts": [],
             "mlflow_run_id": run_id,
         }
+        self.offline_path = self.folder / offline_file(name)
 
     def start(self) -> "Run":
         try:
@@ -174,17 +186,17 @@ class Run:
     def _go_offline(self, exc: Exception) -> None:
         if "offline_reason" not in self.record:
             print(
-                f"MLflow unreachable at {tracking_uri()} ({type(exc).__name__}); recording this run in "
-                f"{self.folder / OFFLINE_FILE} (replay it with `rpo mlflow-import {self.folder}`)",
+                f"MLflow unreachable at {shown_uri()} ({type(exc).__name__}); recording this run in "
+                f"{self.offline_path} (replay it with `rpo mlflow-import {self.folder}`)",
                 file=sys.stderr,
             )
         self.client = None
-        self.record["offline_reason"] = f"{type(exc).__name__}: {exc}"[:500]
+        self.record["offline_reason"] = redact(f"{type(exc).__name__}: {exc}")[:500]
         self._write()
 
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / OFFLINE_FILE).write_text(json.dumps(self.record, indent=1))
+        io.write_text(self.offline_path, json.dumps(self.record, indent=1))
 
     def _call(self, online, offline) -> None:
         offline()
@@ -197,7 +209,7 @@ class Run:
         self._write()
 
     def log_params(self, params: dict) -> None:
-        params = {k: str(v)[:500] for k, v in flatten(params).items()}
+        params = {k: redact(v)[:500] for k, v in flatten(params).items()}
 
         def online():  # mlflow is imported only when online: a node without it records offline
             from mlflow.entities import Param
@@ -315,15 +327,30 @@ def dataset_record(path, context: str, digest: str | None = None) -> dict:
     }
 
 
-def replay(folder) -> str:
-    """Import a run recorded offline into the current tracking store; returns the new run id."""
-    path = Path(folder) / OFFLINE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no offline MLflow record here")
+def offline_file(run_name: str) -> str:
+    """The offline record of one job: its rule (the run name's first part) in the file name."""
+    return f"mlflow_offline.{run_name.split('/')[0]}.json"
+
+
+def replay(folder) -> list[str]:
+    """Import every run recorded offline in `folder` into the current tracking store; returns the new run ids.
+    Only artifacts inside the folder are uploaded: a record naming any other file is refused by that file's name."""
+    folder = Path(folder)
+    records = sorted(p for p in folder.glob(OFFLINE_GLOB) if not p.name.endswith((".imported.json", ".replay.json")))
+    if not records:
+        raise DataError(f"{folder}: no offline MLflow record here ({OFFLINE_GLOB})")
+    return [_replay_one(folder, path) for path in records]
+
+
+def _replay_one(folder: Path, path: Path) -> str:
     record = json.loads(path.read_text())
-    active = Run(Path(folder), record["experiment"], record["run_name"], record["tags"]).start()
+    outside = [a for a in record["artifacts"] if not paths.inside(a, folder)]
+    if outside:
+        raise DataError(f"{path}: lists files outside {folder}/, refused (nothing imported): {', '.join(outside)}")
+    active = Run(folder, record["experiment"], record["run_name"], record["tags"]).start()
     if active.offline:
-        raise RuntimeError(f"MLflow is still unreachable at {tracking_uri()}: {active.record['offline_reason']}")
+        raise RuntimeError(f"MLflow is still unreachable at {shown_uri()}: {active.record['offline_reason']}")
+    active.offline_path = path.with_suffix(".replay.json")  # a failure while replaying must not overwrite the record
     active.log_params(record["params"])
     by_step = {}
     for key, value, step in record["metrics"]:

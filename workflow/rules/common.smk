@@ -4,6 +4,7 @@ import sys
 
 from rpo import config as rpo_config
 from rpo import paper
+from rpo import paths as rpo_paths
 from rpo.errors import ConfigError
 
 # The project's own validator, not snakemake.utils.validate (which dumps the schema): one line per error naming the

@@ -24,6 +24,7 @@ rule score:
         config=ablation_config,
         generations=rules.generate.output.generations,
         samples=rules.generate.output.samples,
+        eval=rules.prepare_data.output.eval,
     output:
         f"{RUN_DIR}/scores.json",
     log:
@@ -35,7 +36,7 @@ rule score:
     shell:
         rpo_step(
             f"score --config {{input.config}} {CELL_ARGS} --generations {{input.generations}} "
-            "--samples {input.samples} --out {output}"
+            "--samples {input.samples} --eval {input.eval} --out {output}"
         )
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rpo import io
 from rpo.data import sources
 from rpo.errors import DataError
-from rpo.io import fresh, md5
+from rpo.io import md5
 
 COLUMNS = ["row", "prompt_id", "prompt", "response", "reward_raw", "reward", "split"]
 
@@ -66,11 +67,17 @@ def dev_test_split(prompt_ids: pd.Series, n_dev: int, seed: int) -> np.ndarray:
     return split
 
 
+def _variants(prompts: pd.Series) -> int:
+    """How many prompts have another spelling in the data that is the same prompt (sources.identity)."""
+    distinct = pd.Series(prompts.unique())
+    return int(distinct.map(sources.identity).duplicated(keep=False).sum())
+
+
 def _checked(data_cfg: dict, out_dir: Path, name: str):
     rows, origin, input_md5 = sources.load_rows(data_cfg)
     rows.rejected.sort(key=sources.order)  # file order
     rejects = out_dir / f"rejects{name}.jsonl"
-    with open(fresh(rejects), "w") as handle:
+    with io.atomic(rejects) as tmp, open(tmp, "w") as handle:
         for entry in rows.rejected:
             handle.write(json.dumps(entry) + "\n")
     if rows.rejected and data_cfg["on_bad_rows"] == "error":
@@ -98,7 +105,13 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
                           data_cfg["split_seed"])
     evaluation = evaluation.assign(split=dev_test_split(evaluation["prompt_id"], data_cfg["n_dev_prompts"],
                                                         data_cfg["split_seed"]))
-    train = frame[~frame["prompt_id"].isin(evaluation["prompt_id"])].reset_index(drop=True)
+    # A held-out prompt keeps no training rows, also where a training copy of it differs only by Unicode
+    # normalisation or whitespace (a trailing newline, NFD accents).
+    held_identity = set(evaluation["prompt"].map(sources.identity))
+    frame_identity = frame["prompt"].map(sources.identity)
+    near_copies = frame[frame_identity.isin(held_identity) & ~frame["prompt_id"].isin(evaluation["prompt_id"])]
+    train = frame[~frame_identity.isin(held_identity)].reset_index(drop=True)
+    leaked = int(train["prompt"].map(sources.identity).isin(held_identity).sum())
     if train.empty:
         raise DataError(f"{origin}: every prompt went to the held-out set; lower data.n_eval_prompts")
 
@@ -110,7 +123,7 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     for name, part in (("train", train.assign(split="train")), ("eval", evaluation.reset_index(drop=True))):
         part = part.assign(row=np.arange(len(part)), reward=(part["reward_raw"] - mean) / std)[COLUMNS]
         outputs[name] = out_dir / f"{name}.parquet"
-        part.to_parquet(fresh(outputs[name]), index=False)
+        io.write_parquet(part, outputs[name])
 
     reasons = {}
     for entry in rejected:
@@ -127,6 +140,9 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
                        "eval_unused": unused, "rejected": len(rejected)},
         "prompts": {"train": int(train["prompt_id"].nunique()), "eval": int(evaluation["prompt_id"].nunique()),
                     "dev": int((evaluation["split"] == "dev").sum()), "test": int((evaluation["split"] == "test").sum())},
+        "leakage": {"held_out_prompts_in_train": leaked,
+                    "train_rows_dropped_as_normalised_copies_of_held_out": len(near_copies),
+                    "prompts_differing_only_by_normalisation": _variants(pd.concat([frame, eval_frame])["prompt"])},
         "responses_per_prompt": {"train_mean": len(train) / max(train["prompt_id"].nunique(), 1)},
         "reward_raw": {"train_mean": mean, "train_std": std, "min": float(train["reward_raw"].min()),
                        "max": float(train["reward_raw"].max())},
@@ -135,5 +151,5 @@ def prepare(cfg: dict, out_dir: str | Path) -> dict:
     }
     counted = sum(v for k, v in manifest["accounting"].items() if k != "input_rows")
     assert counted == input_rows, f"row accounting: {manifest['accounting']}"  # a bug here, never a user's data
-    fresh(out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False))
+    io.write_json(out_dir / "manifest.json", manifest)
     return manifest

@@ -10,7 +10,9 @@ local JSONL/Parquet file:
 from __future__ import annotations
 
 import json
+import math
 import numbers
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,65 @@ from rpo.errors import DataError
 from rpo.io import md5
 
 PROMPT_KEYS = ("instruction", "prompt")
+MAX_DEPTH = 32  # a record nested deeper is not a data row (and would exhaust Python's recursion limit elsewhere)
+
+
+def _no_duplicate_keys(pairs):
+    """json.loads keeps the last of a key given twice (`"reward": 1, "reward": 9`): refuse it instead."""
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise DuplicateKey(twice)
+    return dict(pairs)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_line(line: str):
+    """One JSONL line as a value, or an `Invalid` saying why not: bad JSON, a key given twice, nesting deeper
+    than MAX_DEPTH, a number with more digits than Python converts."""
+    try:
+        value = json.loads(line, object_pairs_hook=_no_duplicate_keys)
+    except DuplicateKey as exc:
+        return Invalid(f"key '{exc.args[0]}' given twice in one object (JSON keeps the last silently)")
+    except json.JSONDecodeError as exc:
+        return Invalid(f"not valid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return Invalid(f"nested deeper than {MAX_DEPTH} levels")
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        return Invalid(f"not valid JSON: {exc}")
+    if _depth(value) > MAX_DEPTH:
+        return Invalid(f"nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+# Characters that print as nothing: zero-width spaces and joiners, the word joiner, a byte-order mark, soft hyphens
+# (Unicode category Cf). Text made only of these and whitespace is empty.
+def visible(text: str) -> str:
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
+
+
+def identity(prompt: str) -> str:
+    """What makes two prompts the same prompt: Unicode NFC (an accent composed or not) and whitespace collapsed
+    (a trailing newline, doubled spaces). The held-out split and the leakage check compare prompts by this."""
+    return " ".join(unicodedata.normalize("NFC", prompt).split())
+
+
+def _is_present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass
@@ -109,10 +170,7 @@ def _read_file(path: Path, source: str) -> list:
                 continue
             if not line.strip():
                 continue
-            try:
-                records.append((where, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                records.append((where, Invalid(f"not valid JSON: {exc.msg} (column {exc.colno})")))
+            records.append((where, parse_line(line)))
     return records
 
 
@@ -143,10 +201,15 @@ def _flatten(where, record, layout, reward_field, rows, out) -> None:
         return rows.reject(where, "*", record.reason)
     if not isinstance(record, dict):
         return rows.reject(where, "*", f"not a JSON object (got {_type_name(record)})")
-    prompt_key = next((k for k in PROMPT_KEYS if k in record), None)
-    if prompt_key is None:
+    # One rule for JSONL and Parquet (where a file with both columns has nulls in the one a row does not use): the
+    # prompt is `instruction`, else `prompt`; null or NaN counts as absent; both present with different texts is a
+    # reject, never a silent choice.
+    present = [k for k in PROMPT_KEYS if _is_present(record.get(k))]
+    if not present:
         return rows.reject(where, "instruction", "missing field 'instruction' (or 'prompt')")
-    prompt = record[prompt_key]
+    if len(present) == 2 and record["instruction"] != record["prompt"]:
+        return rows.reject(where, "prompt", "both 'instruction' and 'prompt' given, with different texts", record)
+    prompt = record[present[0]]
     if layout == "triplets":
         missing = [k for k in ("response", "reward") if k not in record]
         out.append((where, {"prompt": prompt, "response": record.get("response"), "reward": record.get("reward"),
@@ -171,6 +234,14 @@ def _flatten(where, record, layout, reward_field, rows, out) -> None:
     return None
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check(candidates, data_cfg: dict, rows: Rows) -> None:
     """Keep the rows that pass every check; reject the rest with a reason. Order of checks: fields,
     reward, empty text, length, exact duplicates, then prompts left with too few responses."""
@@ -183,13 +254,22 @@ def check(candidates, data_cfg: dict, rows: Rows) -> None:
         if not _is_number(cand["reward"]):
             rows.reject(where, "reward", f"not a number: {_type_name(cand['reward'])} ({cand['reward']!r:.60})", cand)
             continue
-        reward = float(cand["reward"])
+        try:
+            reward = float(cand["reward"])
+        except OverflowError:
+            rows.reject(where, "reward", f"a number too large for a float ({str(cand['reward'])[:20]}...)", cand)
+            continue
         if not low <= reward <= high:  # NaN fails both comparisons
             rows.reject(where, "reward", f"{reward!r} outside [{low}, {high}] (data.reward_range)", cand)
             continue
-        bad_text = next((k for k in ("prompt", "response") if not isinstance(cand[k], str) or not cand[k].strip()), None)
+        bad_text = next((k for k in ("prompt", "response") if not isinstance(cand[k], str) or not visible(cand[k])), None)
         if bad_text:
-            rows.reject(where, bad_text, "empty or not text", cand)
+            rows.reject(where, bad_text, "empty or not text (zero-width characters and whitespace only count as empty)",
+                        cand)
+            continue
+        unencodable = next((k for k in ("prompt", "response") if not _encodable(cand[k])), None)
+        if unencodable:
+            rows.reject(where, unencodable, "invalid Unicode (a lone surrogate: an emoji cut in half?)", cand)
             continue
         too_long = next((k for k in ("prompt", "response") if len(cand[k]) > max_chars), None)
         if too_long:

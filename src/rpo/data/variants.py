@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rpo.io import fresh
+from rpo import io
 
 
 def keep_count(n: int, density: float) -> int:
@@ -36,7 +36,7 @@ def make_variant(cfg: dict, train_path, kind: str, value: float, out_path) -> di
     train = pd.read_parquet(train_path)
     seed = cfg["data"]["variant_seed"]
     table = density_variant(train, value, seed) if kind == "density" else noise_variant(train, value, seed)
-    table.to_parquet(fresh(Path(out_path)), index=False)
+    io.write_parquet(table, out_path)
     per_prompt = table.groupby("prompt_id").size()
     single = int((per_prompt < 2).sum())
     if single:

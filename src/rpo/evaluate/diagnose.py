@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from rpo import config as config_lib
-from rpo import tracking
+from rpo import io, tracking
 from rpo.models import build, logprobs
 from rpo.reference.logprobs import score_rows, score_sampled
 from rpo.report.optimum import snis_weights
@@ -111,6 +111,6 @@ def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_pa
         flat |= {f"regression_{k}": v for k, v in out.get("regression", {}).items() if k != "rows"}
         run.log_metrics({k: v for k, v in flat.items() if math.isfinite(v)})
         out["mlflow_run_id"] = run.run_id
-        Path(out_path).write_text(json.dumps(out, indent=2))
+        io.write_text(out_path, json.dumps(out, indent=2))
         run.log_artifact(out_path)
     return out

@@ -6,12 +6,11 @@ MT-Bench's second turn generated after the first, with the model's own first ans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from rpo import tracking
+from rpo import io, tracking
 from rpo.data.prepare import split_of
 from rpo.evaluate import ood
 from rpo.io import md5
@@ -43,11 +42,13 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
     ) as run:
         run.log_input(eval_path, "evaluation", eval_md5)
         partial = out_path.with_name(out_path.name + ".partial")
-        generate_rows(generator, prompts, meta, partial, gcfg["batch_size"], cell["seed"], desc=f"generate {name}")
+        rows = generate_rows(
+            generator, prompts, meta, partial, gcfg["batch_size"], cell["seed"], desc=f"generate {name}"
+        )
         if samples_path is not None:
             generator.configure(plain_sampling(gcfg, gcfg["max_new_tokens"]))
             samples_partial = Path(samples_path).with_name(Path(samples_path).name + ".partial")
-            generate_rows(
+            samples = generate_rows(
                 generator,
                 [p for p in prompts for _ in range(k)],
                 [m | {"sample": j} for m in meta for j in range(k)],
@@ -57,8 +58,10 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
                 pass_index=1,
                 desc=f"sample {k} per prompt {name}",
             )
-            samples_partial.replace(samples_path)
-    partial.replace(out_path)
+            io.write_jsonl(samples_path, samples)
+            samples_partial.unlink()
+    io.write_jsonl(out_path, rows)
+    partial.unlink()
 
 
 def generate_ood(cfg: dict, cell: dict, model_dir, out_path) -> None:
@@ -97,9 +100,6 @@ def generate_ood(cfg: dict, cell: dict, model_dir, out_path) -> None:
                     {"role": "assistant", "content": row["generation"]}
                 ]
             rows_by_turn.append((partial, rows))
-    with open(out_path, "w") as sink:
-        for _, rows in rows_by_turn:
-            for row in rows:
-                sink.write(json.dumps(row) + "\n")
+    io.write_jsonl(out_path, [row for _, rows in rows_by_turn for row in rows])
     for partial, _ in rows_by_turn:
         partial.unlink()

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rpo import tracking
+from rpo import io, tracking
 from rpo.data import synthetic
 from rpo.data.prepare import split_of
-from rpo.errors import JudgeError
+from rpo.errors import DataError, JudgeError
 from rpo.evaluate.metrics import mean_ci
 from rpo.io import read_jsonl
+from rpo.redact import redact
 
 PROMPT_VERSION = "pairwise-v1"
 JUDGE_PROMPT = """You are comparing two responses to the same instruction.
@@ -118,10 +119,11 @@ class HTTPJudge:
         return os.environ.get(self.key_env, "") if self.key_env else ""
 
     def scrub(self, text: str) -> str:
-        """The text with the API key (and its stripped form) replaced: for any message that reaches a log."""
+        """The text with the API key (and its stripped form) and any password or token in a URL replaced: for any
+        message that reaches a log."""
         for secret in {self._key(), self._key().strip()} - {""}:
             text = text.replace(secret, "***")
-        return text
+        return redact(text)
 
     def _request(self, prompt: str) -> urllib.request.Request:
         key = self._key()
@@ -155,7 +157,7 @@ class HTTPJudge:
             if exc.code == 429 or exc.code >= 500:
                 retry_after = exc.headers.get("retry-after") if exc.headers else None
                 raise TransientError(f"HTTP {exc.code}", retry_after_s(retry_after)) from None
-            raise JudgeError(f"judge request refused: HTTP {exc.code} from {self.base_url}") from None
+            raise JudgeError(self.scrub(f"judge request refused: HTTP {exc.code} from {self.base_url}")) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             raise TransientError(self.scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")) from None
         except Exception as exc:  # noqa: BLE001 - e.g. http.client's ValueError quoting a header: may hold the key
@@ -367,11 +369,16 @@ def _instruction(row: dict) -> str:
     return f"(Later turn of a conversation. Earlier user turns:\n{earlier})\n\n{user_turns[-1]}"
 
 
-def _pairs(ours: list[dict], theirs: list[dict], key) -> list[tuple[str, str, str]]:
+def _pairs(ours: list[dict], theirs: list[dict], key, paths=("rpo", "baseline")) -> list[tuple[str, str, str]]:
+    """(instruction, ours, theirs) per prompt; generations that do not cover the same prompts (one of them cut short
+    or left by another run) are refused by file."""
     other = {key(r): r for r in theirs}
     missing = [key(r) for r in ours if key(r) not in other]
     if missing:
-        raise ValueError(f"generations to compare do not cover the same prompts (first missing: {missing[0]})")
+        raise DataError(
+            f"{paths[1]}: has no generation for {len(missing)} prompts of {paths[0]} (first: {missing[0]}); "
+            "rerun its generate step"
+        )
     return [(_instruction(r), r["generation"], other[key(r)]["generation"]) for r in ours]
 
 
@@ -396,12 +403,14 @@ def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, o
         theirs = read_jsonl(generations[baseline])
         if scope == "in_domain":
             test = [r for r in ours if split_of(r.get("split")) == "test"]  # judged on the test split only
-            items = [i for i in _pairs(test, theirs, lambda r: r["prompt_id"]) if judge.supports(i[0])]
+            files = (generations["rpo"], generations[baseline])
+            items = [i for i in _pairs(test, theirs, lambda r: r["prompt_id"], files) if judge.supports(i[0])]
             result["in_domain"][baseline] = stats(judge.compare(items, desc=f"{judge_name}: rpo vs {baseline}"))
             continue
         for bench in cfg["ood"]["benchmarks"]:
             rows = [r for r in ours if r["benchmark"] == bench]
-            items = _pairs(rows, theirs, lambda r: (r["benchmark"], r["id"], r["turn"]))
+            files = (generations["rpo"], generations[baseline])
+            items = _pairs(rows, theirs, lambda r: (r["benchmark"], r["id"], r["turn"]), files)
             if not all(judge.supports(i[0]) for i in items):
                 note = f"{bench}: judge '{judge_name}' cannot judge its prompts"
                 result["skipped"] += [note] if note not in result["skipped"] else []
@@ -416,6 +425,6 @@ def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, o
         flat |= {f"{bench}_win_{b}": r["win"] for bench, by in result["ood"].items() for b, r in by.items()}
         mlrun.log_metrics({k: v for k, v in flat.items() if not math.isnan(v)})
         result["mlflow_run_id"] = mlrun.run_id
-        Path(out_path).write_text(json.dumps(result, indent=2))
+        io.write_text(out_path, json.dumps(result, indent=2))
         mlrun.log_artifact(out_path)
     return result

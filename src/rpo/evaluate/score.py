@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from rpo import resources, tracking
+from rpo import io, resources, tracking
 from rpo.data import synthetic
 from rpo.data.prepare import split_of
+from rpo.errors import DataError
 from rpo.evaluate import metrics, ood
 from rpo.io import read_jsonl
 
@@ -104,12 +106,33 @@ def _split(rows: list[dict], name: str) -> list[dict]:
     return [r for r in rows if split_of(r.get("split")) == name]
 
 
-def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) -> dict:
+def check_complete(rows: list[dict], path, prompt_ids: list, per_prompt: int = 1) -> None:
+    """Refuse, by file, generations that miss a prompt or a sample (a file cut short at a line boundary reads as
+    valid JSONL) or hold one twice."""
+    counts = {}
+    for row in rows:
+        counts[row.get("prompt_id")] = counts.get(row.get("prompt_id"), 0) + 1
+    missing = [p for p in prompt_ids if counts.get(p, 0) < per_prompt]
+    extra = [p for p, n in counts.items() if p not in set(prompt_ids) or n > per_prompt]
+    if missing or extra:
+        what = f"{len(missing)} of {len(prompt_ids)} prompts short of {per_prompt} row(s) (first: {missing[:1]})"
+        if extra:
+            what = f"{len(extra)} prompts with rows that do not belong (first: {extra[:1]})"
+        raise DataError(f"{path}: incomplete or stale generations: {what}; rerun its generate step")
+
+
+def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None, eval_path=None) -> dict:
     """Metrics of the configured decoding (one generation per prompt) and, given `samples_path`, of the sampled
     evaluation (per-prompt means over k samples), on the test split; the dev split's under `dev`. Per prompt in
-    scores_per_example.jsonl (sampled: `sampled_*`), with each prompt's split."""
+    scores_per_example.jsonl (sampled: `sampled_*`), with each prompt's split. Given `eval_path`, the generations
+    (and samples) must cover each of its prompts exactly once (k times)."""
     all_rows = read_jsonl(generations_path)
     all_samples = read_jsonl(samples_path) if samples_path else []
+    if eval_path is not None:
+        prompt_ids = pd.read_parquet(eval_path, columns=["prompt_id"])["prompt_id"].tolist()
+        check_complete(all_rows, generations_path, prompt_ids)
+        if samples_path:
+            check_complete(all_samples, samples_path, prompt_ids, cfg["generate"]["samples_per_prompt"])
     parts = {}
     for name in ("test", "dev"):
         rows, samples = _split(all_rows, name), _split(all_samples, name)
@@ -125,7 +148,7 @@ def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) 
             sampled_summary(cfg, samples) if samples else None,
         )
     per_example_path = Path(out_path).with_name("scores_per_example.jsonl")
-    with open(per_example_path, "w") as sink:
+    with io.atomic(per_example_path) as tmp, open(tmp, "w") as sink:
         for name, (rows, per_example, _, _, _, sampled) in parts.items():
             for i, row in enumerate(rows):
                 record = {"prompt_id": row["prompt_id"], "split": name, **{k: v[i] for k, v in per_example.items()}}
@@ -163,7 +186,7 @@ def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None) 
         if "dev" in parts:
             summary["dev"] = summary_of("dev")
             run.log_metrics({f"dev_{k}": v for k, v in summary["dev"]["metrics"].items()})
-        Path(out_path).write_text(json.dumps(summary, indent=2))
+        io.write_text(out_path, json.dumps(summary, indent=2))
         run.log_artifact(out_path)
         run.log_artifact(per_example_path)
     return summary
@@ -182,6 +205,6 @@ def score_ood(cfg: dict, cell: dict, generations_path, out_path) -> dict:
             }
         )
         summary = {**cell, "benchmarks": result, "mlflow_run_id": run.run_id}
-        Path(out_path).write_text(json.dumps(summary, indent=2))
+        io.write_text(out_path, json.dumps(summary, indent=2))
         run.log_artifact(out_path)
     return summary

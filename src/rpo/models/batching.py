@@ -56,6 +56,43 @@ def encode(
     return batch_from_ids(tokenizer, arch, prompt_ids, response_ids)
 
 
+TRUNCATION_WARN_SHARE = 0.05  # above this share of cut rows, the step warns
+
+
+def truncation(
+    tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int, chat_template=False
+) -> dict:
+    """What `encode` cuts from these rows: how many rows lose tokens (prompts keep their last max_prompt_len tokens,
+    responses their first max_response_len - 1 before EOS), and how many tokens, in all and per row."""
+    formatted = format_prompts(tokenizer, prompts, chat_template)
+    prompt_cut = [max(0, len(i) - max_prompt_len) for i in tokenizer(formatted, add_special_tokens=False)["input_ids"]]
+    response_cut = [
+        max(0, len(i) - (max_response_len - 1)) for i in tokenizer(responses, add_special_tokens=False)["input_ids"]
+    ]
+    rows_cut = sum(1 for p, r in zip(prompt_cut, response_cut) if p or r)
+    return {
+        "rows": len(prompt_cut),
+        "rows_cut": rows_cut,
+        "share_cut": rows_cut / max(len(prompt_cut), 1),
+        "prompts_cut": sum(1 for p in prompt_cut if p),
+        "responses_cut": sum(1 for r in response_cut if r),
+        "prompt_tokens_cut": sum(prompt_cut),
+        "response_tokens_cut": sum(response_cut),
+        "per_row": (prompt_cut, response_cut),
+    }
+
+
+def truncation_warning(counts: dict, where: str) -> str | None:
+    """One line when more than TRUNCATION_WARN_SHARE of the rows are cut."""
+    if counts["share_cut"] <= TRUNCATION_WARN_SHARE:
+        return None
+    return (
+        f"warning: {where}: {counts['rows_cut']} of {counts['rows']} rows ({counts['share_cut']:.0%}) are cut to "
+        f"train.max_prompt_len / train.max_response_len ({counts['prompt_tokens_cut']} prompt and "
+        f"{counts['response_tokens_cut']} response tokens dropped); raise the limits or shorten data.max_chars"
+    )
+
+
 def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> Batch:
     """Right-padded (prompt, response) token ids; only response tokens are scored."""
     pad = tokenizer.pad_token_id

@@ -20,6 +20,8 @@ from transformers import (
     T5Config,
 )
 
+from rpo import io
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 
 
@@ -79,7 +81,7 @@ def save_pointer(out_dir: str | Path, path: str) -> None:
     """For a pretrained model the init step records where it lives instead of copying gigabytes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / POINTER).write_text(json.dumps({"path": path}))
+    io.write_text(out_dir / POINTER, json.dumps({"path": path}))
 
 
 def convert_gguf(folder: str, gguf_file: str, out_dir: str | Path) -> None:
@@ -90,11 +92,12 @@ def convert_gguf(folder: str, gguf_file: str, out_dir: str | Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (Path(out_dir) / "init.json").write_text(
-        json.dumps({"source": f"{folder}/{gguf_file}", "parameters": sum(p.numel() for p in model.parameters())})
-    )
+    with io.atomic(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "init.json").write_text(
+            json.dumps({"source": f"{folder}/{gguf_file}", "parameters": sum(p.numel() for p in model.parameters())})
+        )
 
 
 def load(path: str | Path, arch: str):

@@ -3,8 +3,10 @@ where it stopped. Used to sample training data from a reference and to generate 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +14,7 @@ from tqdm import tqdm
 from transformers import GenerationConfig
 
 from rpo import config as config_lib
+from rpo import io
 from rpo.models import batching, build
 
 
@@ -64,6 +67,7 @@ def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
 
 class TransformersGenerator:
     def __init__(self, model_dir, spec: dict, gcfg: dict, max_prompt_len: int):
+        self.digest = io.folder_digest(model_dir)
         self.model, self.tokenizer = build.load(model_dir, spec["arch"])
         self.model.to(build.device()).eval()
         self.model.generation_config = clean_generation_config(self.model)  # decode with the config's settings only
@@ -72,7 +76,7 @@ class TransformersGenerator:
 
     def configure(self, gcfg: dict) -> None:
         """Decode with other settings (greedy, then samples) without loading the model again."""
-        self.kwargs = generation_kwargs(gcfg, self.tokenizer)
+        self.gcfg, self.kwargs = gcfg, generation_kwargs(gcfg, self.tokenizer)
 
     @torch.no_grad()
     def __call__(self, prompts: list, seed: int, return_ids: bool = False):
@@ -104,6 +108,7 @@ class VLLMGenerator:
             raise RuntimeError("config key 'generate.backend': 'vllm' needs `pip install vllm` (GPU machines)") from exc
         if spec["arch"] != "causal":
             raise RuntimeError("config key 'generate.backend': vLLM serves causal models only; use 'transformers'")
+        self.digest = io.folder_digest(model_dir)
         pointer = Path(model_dir) / build.POINTER
         path = json.loads(pointer.read_text())["path"] if pointer.exists() else str(model_dir)
         self.llm = LLM(model=path, dtype="auto")
@@ -137,14 +142,32 @@ def make_generator(cfg: dict, model_name: str, model_dir, gcfg: dict | None = No
     return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])
 
 
-def _complete_rows(partial: Path, batch_size: int) -> list[dict]:
+def resume_fingerprint(generator, prompts: list, meta: list[dict], batch_size: int, seed: int, pass_index: int) -> str:
+    """What decides a resume file's rows: the model's files, the decoding settings, the prompts and their metadata,
+    the batching and the seeds. A resume file with another one belongs to another run."""
+    model = [getattr(generator, name, None) for name in ("digest", "gcfg", "spec")]
+    shaping = [*model, prompts, meta, batch_size, seed, pass_index]
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _complete_rows(partial: Path, batch_size: int, fingerprint: str) -> list[dict]:
+    """The whole batches of an interrupted run's resume file, when its first line carries this run's fingerprint."""
+    if not partial.exists():
+        return []
+    lines = partial.read_text(errors="replace").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if not isinstance(header, dict) or header.get("resume_fingerprint") != fingerprint:
+        print(f"warning: {partial}: left by another run (other model, settings or prompts); discarded", file=sys.stderr)
+        return []
     rows = []
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
-                break
+    for line in lines[1:]:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
+            break
     return rows[: len(rows) // batch_size * batch_size]  # whole batches only
 
 
@@ -163,9 +186,11 @@ def generate_rows(
     `keep_ids`: also the prompt's and the response's token ids (the transformers backend).
     Rows already in `partial` from an interrupted run are kept and their batches skipped."""
     extra = {"return_ids": True} if keep_ids else {}
-    done = _complete_rows(partial, batch_size)
+    fingerprint = resume_fingerprint(generator, prompts, meta, batch_size, seed, pass_index)
+    done = _complete_rows(partial, batch_size, fingerprint)
     rows = list(done)
     with open(partial, "w") as sink:
+        sink.write(json.dumps({"resume_fingerprint": fingerprint}) + "\n")
         for row in done:  # rewrite the complete rows only, dropping a cut-off tail
             sink.write(json.dumps(row) + "\n")
         starts = range(0, len(prompts), batch_size)

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from rpo import resources
+from rpo import io, resources
 from rpo.data import synthetic
 from rpo.models import batching, build, logprobs
 from rpo.train import objectives
@@ -36,9 +36,10 @@ def init_model(cfg: dict, model_name: str, train_path: str | Path, out_dir: str 
     info = {"arch": spec["arch"], "parameters": sum(p.numel() for p in model.parameters()), "vocab": len(tokenizer)}
     if len(demos):
         info["pretrain"] = pretrain(cfg, spec, model, tokenizer, demos)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "init.json").write_text(json.dumps(info, indent=2))
+    with io.atomic(out_dir) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "init.json").write_text(json.dumps(info, indent=2))
 
 
 def demonstrations(cfg: dict, model_name: str, table: pd.DataFrame, eval_path=None) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from rpo import config as config_lib
+from rpo import io
 from rpo.models import batching, build, logprobs
 from rpo.train import objectives
 
@@ -115,8 +118,21 @@ def compute_ref_logprobs(
     ref_sum, n_tokens = score_rows(
         model, tokenizer, spec, prompts, responses, train_cfg, f"reference log-probs {model_name}"
     )
+    cut = batching.truncation(
+        tokenizer, prompts, responses, train_cfg["max_prompt_len"], train_cfg["max_response_len"], spec["chat_template"]
+    )
+    print(json.dumps({"truncation": {k: v for k, v in cut.items() if k != "per_row"}}))
+    if warning := batching.truncation_warning(cut, f"{train_path} ({model_name})"):
+        print(warning, file=sys.stderr)
     out = pd.DataFrame(
-        {"row": range(len(table)), "prompt_id": table["prompt_id"], "ref_logp_sum": ref_sum, "n_tokens": n_tokens}
+        {
+            "row": range(len(table)),
+            "prompt_id": table["prompt_id"],
+            "ref_logp_sum": ref_sum,
+            "n_tokens": n_tokens,
+            "prompt_tokens_cut": cut["per_row"][0],
+            "response_tokens_cut": cut["per_row"][1],
+        }
     )
     if "kto" in cfg["methods"]:
         partners = objectives.mismatched_partners(table["prompt_id"].to_numpy(), seed=cfg["seeds"][0])
@@ -131,4 +147,4 @@ def compute_ref_logprobs(
         )
         out = out.assign(kl_row=partners, ref_kl_logp_sum=kl_sum, kl_n_tokens=kl_n)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(out_path, index=False)
+    io.write_parquet(out, out_path)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from rpo import config as config_lib
+from rpo import io
 from rpo.data import synthetic
 from rpo.data.prepare import test_part
-from rpo.io import fresh
 from rpo.models import generation
 from rpo.reference import logprobs
 
@@ -73,7 +73,7 @@ def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_p
             f"reference log-probs of its samples ({model_name})",
         )
         rewards = np.array([synthetic.reward(r["prompt"], r["generation"]) for r in rows])
-        with open(fresh(path), "w") as sink:
+        with io.atomic(path) as tmp, open(tmp, "w") as sink:
             for row, raw, logp in zip(rows, rewards, ref_logp):
                 record = {"reward_raw": float(raw), "reward": (float(raw) - mean) / std, "ref_logp": float(logp)}
                 sink.write(json.dumps(row | record) + "\n")

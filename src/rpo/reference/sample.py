@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rpo import io
 from rpo.data import prepare, synthetic
-from rpo.io import fresh, md5
+from rpo.io import md5
 from rpo.models import generation
 
 
@@ -56,7 +57,7 @@ def sample_training_data(cfg: dict, model_name: str, model_dir, prompts_path, ou
             "split": "train",
         }
     )[prepare.COLUMNS]
-    table.to_parquet(fresh(out_path), index=False)
+    io.write_parquet(table, out_path)
     partial.unlink()
     manifest = {
         "model": model_name,
@@ -69,5 +70,5 @@ def sample_training_data(cfg: dict, model_name: str, model_dir, prompts_path, ou
         "reward_raw": {"mean": mean, "std": std, "share_10": float((reward_raw == 10).mean())},
         "md5": md5(out_path),
     }
-    out_path.with_name("manifest.json").write_text(json.dumps(manifest, indent=2))
+    io.write_text(out_path.with_name("manifest.json"), json.dumps(manifest, indent=2))
     return manifest

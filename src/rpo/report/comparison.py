@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rpo import io
 from rpo.io import md5
 from rpo.paper import PAPER_CSV
 
@@ -66,7 +67,7 @@ def paper_comparison(cfg: dict, table_csvs: list[str], out_md) -> str:
         )
     lines.insert(4, f"{produced} of {len(merged)} reported cells have a counterpart here.\n")
     text = "\n".join(lines) + "\n"
-    Path(out_md).write_text(text)
+    io.write_text(out_md, text)
     sidecar = {
         "comparison": Path(out_md).name,
         "paper_values": str(PAPER_CSV.name),
@@ -75,5 +76,5 @@ def paper_comparison(cfg: dict, table_csvs: list[str], out_md) -> str:
             {r for p in table_csvs for r in json.loads(Path(p).with_suffix(".runs.json").read_text())["mlflow_run_ids"]}
         ),
     }
-    Path(out_md).with_suffix(".runs.json").write_text(json.dumps(sidecar, indent=2))
+    io.write_text(Path(out_md).with_suffix(".runs.json"), json.dumps(sidecar, indent=2))
     return text

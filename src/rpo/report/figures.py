@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless back
 import seaborn as sns  # noqa: E402
 
 from rpo import config as config_lib  # noqa: E402
+from rpo import io  # noqa: E402
 from rpo.report import diagnosis, optimum  # noqa: E402
 from rpo.report.inputs import Inputs  # noqa: E402
 
@@ -163,6 +164,7 @@ def write_figure(cfg: dict, name: str, paths: list[str], out_prefix) -> None:
         grid.figure.suptitle(f"Figure 2: KL divergence to the reference during training (config {cfg['name']})", y=1.05)
     figure = figure if name in ("figure3", "figure4") else grid.figure
     for suffix in (".png", ".pdf"):
-        figure.savefig(out_prefix.with_suffix(suffix), bbox_inches="tight", dpi=150)
+        with io.atomic(out_prefix.with_suffix(suffix)) as tmp:
+            figure.savefig(tmp, format=suffix[1:], bbox_inches="tight", dpi=150)
     plt.close(figure)
-    out_prefix.with_suffix(".runs.json").write_text(json.dumps(inputs.sidecar(out_prefix, "figure"), indent=2))
+    io.write_text(out_prefix.with_suffix(".runs.json"), json.dumps(inputs.sidecar(out_prefix, "figure"), indent=2))

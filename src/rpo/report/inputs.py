@@ -17,9 +17,57 @@ import pandas as pd
 from scipy import stats
 
 from rpo.data.prepare import split_of
+from rpo.errors import DataError
 from rpo.io import md5
 
 OOD_SCORES = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "exact_match")
+
+
+# Where a per-run file holds numbers a table prints: each must be a finite number (OOD scores: or null, for a
+# benchmark a score does not apply to). A win rate is NaN only when its judge gave no verdict (n = 0).
+NUMERIC_SECTIONS = {"scores.json": ("n", "metrics", "ci", "sampled", "dev"), "ood_scores.json": ("benchmarks",)}
+
+
+def read_result(path: Path) -> dict:
+    """A per-run JSON result, refused by file and key when it is cut short, not an object, or holds a value a table
+    would print as '-' or 'inf' (NaN, Infinity, a string where a number belongs)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); rerun the step that writes it") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: not a JSON object; rerun the step that writes it")
+    for section in NUMERIC_SECTIONS.get(path.name, ()):
+        if section in record:
+            _check_numbers(record[section], path, section, allow_null=path.name == "ood_scores.json")
+    if "_rpo_vs_" in path.name:
+        for baseline, rates in _win_rate_entries(record):
+            if rates.get("n"):
+                _check_numbers({k: rates.get(k) for k in ("win", "tie", "loss", "win_ci")}, path, baseline)
+    return record
+
+
+def _win_rate_entries(record: dict):
+    for baseline, rates in (record.get("in_domain") or {}).items():
+        yield f"in_domain.{baseline}", rates
+    for bench, by_baseline in (record.get("ood") or {}).items():
+        for baseline, rates in by_baseline.items():
+            yield f"ood.{bench}.{baseline}", rates
+
+
+def _check_numbers(node, path: Path, key: str, allow_null: bool = False) -> None:
+    if isinstance(node, dict):
+        for name, child in node.items():
+            _check_numbers(child, path, f"{key}.{name}", allow_null)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _check_numbers(child, path, f"{key}.{index}", allow_null)
+    elif node is None and allow_null:
+        return
+    elif isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise DataError(f"{path}: key '{key}': {node!r:.40} is not a number")
+    elif not math.isfinite(node):
+        raise DataError(f"{path}: key '{key}': {node} is not a finite number; rerun the step that writes it")
 
 
 class Inputs:
@@ -32,7 +80,7 @@ class Inputs:
         self._zero: pd.DataFrame | None = None  # target_zero_share, read once
 
     def _read(self, path: Path) -> dict:
-        record = json.loads(path.read_text())
+        record = read_result(path)
         if record.get("mlflow_run_id"):
             self.run_ids.add(record["mlflow_run_id"])
         else:

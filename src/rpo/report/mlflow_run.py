@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rpo import tracking
+from rpo import io, tracking
 from rpo.io import md5
 
 SOURCE_TAG_VALUE = "yes"
@@ -39,7 +39,7 @@ def log_report_run(cfg: dict, files: list[str], out_json) -> str:
             "filters": {name: table_filter(name) for name in sidecars},
             "artifacts": {str(f): md5(f) for f in files},
         }
-        Path(out_json).write_text(json.dumps(summary, indent=2))
+        io.write_text(out_json, json.dumps(summary, indent=2))
         run.log_artifact(out_json)
     if linked:
         exp_id = run.client.get_run(run.run_id).info.experiment_id

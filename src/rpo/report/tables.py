@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from rpo import config as config_lib
-from rpo import paper
+from rpo import io, paper
 from rpo.report import diagnosis, optimum, paired
 from rpo.report.inputs import Inputs, across_seeds, degenerate_note, win_rate_cells, zero_share
 
@@ -470,12 +470,12 @@ def write_table(cfg: dict, name: str, paths: list[str], out_prefix) -> str:
     inputs = Inputs(paths)
     table = build(cfg, name, inputs)
     markdown = table.markdown(cfg)
-    out_prefix.with_suffix(".md").write_text(markdown)
-    out_prefix.with_suffix(".tex").write_text(table.latex(cfg))
+    io.write_text(out_prefix.with_suffix(".md"), markdown)
+    io.write_text(out_prefix.with_suffix(".tex"), table.latex(cfg))
     tidy = table.tidy.copy()
     tidy.insert(0, "table", name)
     tidy[["table", "model", "row", "metric", "value", "ci_low", "ci_high", "seeds"]].to_csv(
         out_prefix.with_suffix(".csv"), index=False
     )
-    out_prefix.with_suffix(".runs.json").write_text(json.dumps(inputs.sidecar(out_prefix, "table"), indent=2))
+    io.write_text(out_prefix.with_suffix(".runs.json"), json.dumps(inputs.sidecar(out_prefix, "table"), indent=2))
     return markdown

@@ -24,11 +24,11 @@ from tqdm import tqdm
 from transformers import get_scheduler
 
 from rpo import config as config_lib
-from rpo import tracking
+from rpo import io, tracking
 from rpo.data.prepare import test_part
 from rpo.errors import ConfigError, TrainingError
 from rpo.io import md5
-from rpo.models import build, value
+from rpo.models import batching, build, value
 from rpo.train import checkpoint, kl, objectives
 from rpo.train.inputs import training_table
 from rpo.train.step import Step
@@ -59,19 +59,9 @@ def make_accelerator(tcfg: dict) -> Accelerator:
     return Accelerator(cpu=not cuda, mixed_precision=precision)
 
 
-LARGE_FILE = 64 * 2**20  # larger model files are fingerprinted by size and modification time, not hashed
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}" if stat.st_size > LARGE_FILE else md5(path)
-
-
 def input_digests(init_dir, *tables) -> dict:
     """What a run reads, by content: the initial model's files and the data tables (None: not used)."""
-    digests = {
-        f"init/{p.relative_to(init_dir)}": _file_digest(p) for p in sorted(Path(init_dir).rglob("*")) if p.is_file()
-    }
+    digests = {f"init/{name}": digest for name, digest in io.folder_digest(init_dir).items()}
     digests.update({str(t): md5(t) for t in tables if t is not None})
     return digests
 
@@ -131,6 +121,7 @@ class Setup:
     steps_per_epoch: int
     out_dir: Path
     ckpt_dir: Path
+    truncation: dict  # rows and tokens the length limits cut (batching.truncation)
 
 
 def setup(
@@ -146,6 +137,17 @@ def setup(
     table = training_table(cfg, objective, train_path, ref_path, base_train_path)
     set_seed(cell["seed"])
     model, tokenizer = build.load(init_dir, spec["arch"])
+    cut = batching.truncation(
+        tokenizer,
+        table["prompt"].tolist(),
+        table["response"].tolist(),
+        tcfg["max_prompt_len"],
+        tcfg["max_response_len"],
+        spec["chat_template"],
+    )
+    del cut["per_row"]
+    if warning := batching.truncation_warning(cut, f"{train_path} ({cell['model']})"):
+        acc.print(warning)
     model.train()
     if tcfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
@@ -203,6 +205,7 @@ def setup(
         steps_per_epoch,
         out_dir,
         ckpt_dir,
+        cut,
     )
 
 
@@ -308,6 +311,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
             s.table,
             run,
             acc.mixed_precision,
+            s.truncation,
         )
 
 
@@ -366,14 +370,28 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
 
 
 def _finish(
-    cfg, cell, model, tokenizer, value_net, out_dir, ckpt_dir, state, total_steps, wall, table, run, precision="no"
+    cfg,
+    cell,
+    model,
+    tokenizer,
+    value_net,
+    out_dir,
+    ckpt_dir,
+    state,
+    total_steps,
+    wall,
+    table,
+    run,
+    precision="no",
+    truncation=None,
 ):
     if hasattr(model, "merge_and_unload"):  # LoRA: save plain weights that AutoModel loads
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir / "model")
-    tokenizer.save_pretrained(out_dir / "model")
-    if value_net is not None:
-        torch.save(value_net.state_dict(), out_dir / "model" / "value_model.pt")
+    with io.atomic(out_dir / "model") as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if value_net is not None:
+            torch.save(value_net.state_dict(), folder / "value_model.pt")
     history = state["history"]
     losses = [h["loss"] for h in history]
     tail = losses[-max(1, len(losses) // 10) :]
@@ -383,6 +401,8 @@ def _finish(
         "rows": len(table),
         # share of training prompts on which the objective's target is identically zero (RPO: V_hat = r)
         "target_zero_share": objectives.get(cell["method"]).target_zero_share(table),
+        # rows whose prompt or response the length limits cut, and the tokens cut
+        "truncation": truncation,
         "wall_time_s": wall,
         "tokens_per_s": state["tokens"] / wall,
         "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,
@@ -399,14 +419,16 @@ def _finish(
     run.log_metrics(
         {k: summary[k] for k in ("wall_time_s", "tokens_per_s", "samples_per_s", "peak_memory_mb")}
         | {k: v for k, v in finals.items() if v is not None}
+        | {f"truncation_{k}": v for k, v in (truncation or {}).items()}
     )
     kl_columns = ["step", "kl", "kl_std", "kl_samples", "kl_response_tokens", *cell]
-    pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(out_dir / "kl.csv", index=False)
+    with io.atomic(out_dir / "kl.csv") as tmp:
+        pd.DataFrame(state["kl"], columns=kl_columns[:5]).assign(**cell)[kl_columns].to_csv(tmp, index=False)
     run.log_artifact(out_dir / "kl.csv")
-    (out_dir / "train.json").write_text(json.dumps(summary, indent=2))
+    io.write_text(out_dir / "train.json", json.dumps(summary, indent=2))
     run.log_artifact(out_dir / "train.json")
     card = out_dir / "model" / "README.md"
-    card.write_text(model_card(cfg, cell, summary))
+    io.write_text(card, model_card(cfg, cell, summary))
     run.log_artifact(card)
     checkpoint.remove(ckpt_dir)
     return summary
