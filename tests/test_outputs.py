@@ -191,3 +191,19 @@ def test_a_win_rate_is_nan_only_without_verdicts(tmp_path):
     path.write_text(json.dumps({"in_domain": {"sft": {"n": 3, "win": nan, "tie": 0, "loss": 0, "win_ci": [0, 1]}}}))
     with pytest.raises(Exception, match="key 'in_domain.sft.win': nan"):
         read_result(path)
+
+
+def test_per_prompt_scores_cut_at_a_line_boundary_are_refused(tmp_path):
+    """A scores_per_example.jsonl cut short reads as valid JSON lines: the paired bootstrap would run on fewer
+    prompts without a word."""
+    from rpo.report.inputs import Inputs
+
+    run = tmp_path / "seed0"
+    run.mkdir()
+    (run / "scores.json").write_text(json.dumps(SCORES | {"metrics": {"rouge_l": 0.5}, "ci": {"rouge_l": [0, 1]}}))
+    rows = [{"prompt_id": str(i), "split": "test", "rouge_l": 0.5} for i in range(4)]
+    (run / "scores_per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(Inputs([run / "scores.json"]).per_prompt("rouge_l")) == 4
+    (run / "scores_per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    with pytest.raises(Exception, match="scores_per_example.jsonl: 3 rows, but .* counts 4 prompts"):
+        Inputs([run / "scores.json"]).per_prompt("rouge_l")

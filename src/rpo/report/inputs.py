@@ -70,6 +70,20 @@ def _check_numbers(node, path: Path, key: str, allow_null: bool = False) -> None
         raise DataError(f"{path}: key '{key}': {node} is not a finite number; rerun the step that writes it")
 
 
+def per_example(scores_path: Path, scores: dict) -> pd.DataFrame:
+    """The per-prompt scores beside a scores.json, refused by file when cut short or not the ones it summarises
+    (one row per test and dev prompt it counted)."""
+    path = scores_path.with_name("scores_per_example.jsonl")
+    try:
+        frame = pd.read_json(path, lines=True)
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON lines ({exc}); rerun the score step") from None
+    expected = scores.get("n", 0) + (scores.get("dev") or {}).get("n", 0)
+    if len(frame) != expected:
+        raise DataError(f"{path}: {len(frame)} rows, but {scores_path} counts {expected} prompts; rerun the score step")
+    return frame
+
+
 class Inputs:
     """The per-run files a report is made from, sorted by kind; remembers their MLflow run ids and md5s."""
 
@@ -113,7 +127,7 @@ class Inputs:
         frames = []
         for path in self.of("scores.json"):
             s = self._read(path)
-            frame = pd.read_json(path.with_name("scores_per_example.jsonl"), lines=True)
+            frame = per_example(path, s)
             if metric in frame:
                 frame = frame.assign(split=frame["split"].map(split_of) if "split" in frame else "test")
                 frames.append(
