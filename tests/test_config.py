@@ -146,6 +146,18 @@ EDITS = [
     ),
     ("yte", lambda c: c.update(__use_yte__=True), "", "config key '__use_yte__': YAML templates run code"),
     (
+        "judge url password",
+        lambda c: c.update(
+            judge={
+                "judges": {
+                    "j": {"backend": "openai_compatible", "model": "m", "base_url": "http://u:s3cret@host:8000/v1"}
+                }
+            }
+        ),
+        "",
+        "'judge.judges.j.base_url': holds a password or token (http://***@host:8000/v1)",
+    ),
+    (
         "alias bomb",
         lambda c: None,
         "bomb:\n  a: &a [x, x, x, x, x, x, x, x, x]\n"

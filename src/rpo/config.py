@@ -11,6 +11,7 @@ import yaml
 
 from rpo import paper
 from rpo.errors import ConfigError
+from rpo.redact import redact
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -160,6 +161,11 @@ def _check_cross_references(cfg: dict, source: str) -> None:
             raise ConfigError(f"{key}.model': backend '{judge['backend']}' needs a model name")
         if judge["backend"] == "openai_compatible" and not judge["base_url"]:
             raise ConfigError(f"{key}.base_url': an OpenAI-compatible judge needs the server's address (…/v1)")
+        if judge["base_url"] and redact(judge["base_url"]) != judge["base_url"]:
+            raise ConfigError(
+                f"{key}.base_url': holds a password or token ({redact(judge['base_url'])}); configs are printed "
+                "in Snakemake's logs and stored with every run: give the key in the environment (api_key_env)"
+            )
         if judge["backend"] == "oracle" and data["source"] != "synthetic":
             raise ConfigError(f"{key}.backend': the oracle judge knows only the synthetic world's rewards")
     if data["sample_from_reference"]["completions"] and data["source"] != "synthetic":
