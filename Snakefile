@@ -33,6 +33,8 @@ rule all:
         report_files(),
         f"{RESULTS}/report_run.json",
         run_paths("scores.json", ablation=None),
+        # the trained policies are results users keep: one deleted by hand is rebuilt (with what reads it)
+        run_paths("model", ablation=None),
         reference_paths("scores.json"),
         ood_paths("ood_scores.json"),
         judge_paths(),

@@ -2,11 +2,12 @@
 ablation variants, every bad-input case, the hub loader, and DVC versioning."""
 
 import json
+import re
 import subprocess
 
 import pandas as pd
 import pytest
-from conftest import BIN, run_env
+from conftest import BIN, run_env, write_config
 
 from rpo import config
 from rpo.cli import main
@@ -316,6 +317,63 @@ def test_versioning_outside_a_dvc_repo_says_what_to_do(tmp_path):
         [str(BIN / "rpo"), "version-data", "--path", "x"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
     )
     assert out.returncode == 2 and "dvc init" in out.stderr and "data.dvc: false" in out.stderr
+
+
+def _dvc_repo(root, git=True):
+    root.mkdir()
+    for cmd in ([["git", "init", "-q"]] if git else []) + [
+        [str(BIN / "dvc"), "init", "-q", *([] if git else ["--no-scm"])]
+    ]:
+        subprocess.run(cmd, cwd=root, check=True, env=run_env(), capture_output=True)
+    if not git:  # a copy of a git project without its .git: DVC's config still says it uses git
+        subprocess.run([str(BIN / "dvc"), "config", "core.no_scm", "false"], cwd=root, check=True, env=run_env())
+    (root / "data" / "prepared" / "d").mkdir(parents=True)
+    (root / "data" / "prepared" / "d" / "train.parquet").write_bytes(b"the prepared table")
+    return root
+
+
+def test_a_project_without_git_gets_the_reason_and_what_to_do(tmp_path):
+    """dvc add --quiet failed with nothing after the colon in a copy of the project that is not a git repository."""
+    repo = _dvc_repo(tmp_path / "copy", git=False)
+    command = [str(BIN / "rpo"), "version-data", "--path", "data/prepared/d"]
+    out = subprocess.run(command, cwd=repo, env=run_env(), capture_output=True, text=True)
+    assert out.returncode == 2 and "is not a git repository" in out.stderr and "core.no_scm true" in out.stderr
+    subprocess.run([str(BIN / "dvc"), "config", "core.no_scm", "true"], cwd=repo, check=True, env=run_env())
+    out = subprocess.run(command, cwd=repo, env=run_env(), capture_output=True, text=True)
+    assert out.returncode == 0 and (repo / "data" / "prepared" / "d.dvc").is_file(), out.stderr
+
+
+def test_a_failing_dvc_call_says_dvcs_reason(tmp_path, monkeypatch):
+    from rpo import versioning
+    from rpo.errors import VersioningError
+
+    monkeypatch.chdir(_dvc_repo(tmp_path / "repo"))
+    with pytest.raises(VersioningError, match=r"dvc add data/prepared/missing failed: \S+"):
+        versioning.track("data/prepared/missing")
+
+
+@pytest.mark.parametrize("defect", ["edited pointer", "data changed after dvc add"])
+def test_training_refuses_prepared_data_its_dvc_pointer_does_not_name(tmp_path, monkeypatch, capsys, defect):
+    """A .dvc pointer edited by hand was accepted: the rerun said "Nothing to be done" while `dvc status` said the
+    data was not in the cache, and that pointer would have been committed."""
+    repo = _dvc_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    subprocess.run([str(BIN / "dvc"), "add", "-q", "data/prepared/d"], check=True, env=run_env())
+    pointer, table = repo / "data" / "prepared" / "d.dvc", repo / "data" / "prepared" / "d" / "train.parquet"
+    if defect == "edited pointer":
+        pointer.write_text(re.sub(r"md5: \w+", "md5: 0123456789abcdef0123456789abcdef", pointer.read_text(), count=1))
+    else:
+        table.unlink()  # a read-only link into DVC's cache: replace it, as a rerun of prepare-data does
+        table.write_bytes(b"another table")
+    cfg = write_config(
+        tmp_path / "c.yaml", {"name": "d", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}}
+    )
+    cell = ["--model", "m", "--method", "rpo", "--init", "none", "--out-dir", str(tmp_path / "run")]
+    code = main(["train", "--config", str(cfg), *cell, "--train", str(table), "--dvc-pointer", str(pointer)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(pointer) in err and "Traceback" not in err, err
+    assert ("not in DVC's cache" if defect == "edited pointer" else f"md5 {md5(table)}") in err
+    assert not (tmp_path / "run" / "train.json").exists()
 
 
 @pytest.mark.parametrize(

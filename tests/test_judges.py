@@ -245,3 +245,97 @@ def test_a_key_with_a_trailing_newline_is_refused_and_never_printed(tmp_path):
     assert KEY not in out.stdout + out.stderr
     leaks = [str(p) for p in tmp_path.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def _verdict_body(text="A") -> bytes:
+    message = {"role": "assistant", "content": text}
+    return json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).encode()
+
+
+def _drip(handler):
+    """Headers at once, then the body a few bytes at a time: every read returns within the socket timeout."""
+    body = _verdict_body()
+    handler.send_response(200)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    for start in range(0, len(body), 4):
+        handler.wfile.write(body[start : start + 4])
+        handler.wfile.flush()
+        time.sleep(0.25)
+
+
+def _close_mid_body_once(calls):
+    def handler_fn(handler):
+        calls.append(1)
+        body = _verdict_body()
+        if len(calls) > 1:
+            return handler._send(200, body)
+        handler.send_response(200)
+        handler.send_header("content-length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 2])
+        handler.wfile.flush()
+        handler.close_connection = True
+        handler.connection.shutdown(2)
+
+    return handler_fn
+
+
+ERROR_200 = json.dumps({"error": {"message": "The model `judge-model` does not exist", "type": "invalid_request"}})
+FAULT_SERVERS = {
+    "200 with an error body": (lambda h: h._send(200, ERROR_200.encode()), "does not exist", 1),
+    "404 with a message": (lambda h: h._send(404, ERROR_200.encode()), "HTTP 404 .* does not exist", 1),
+    "403": (lambda h: h._send(403, b'{"error": {"message": "key disabled"}}'), "HTTP 403 .* key disabled", 1),
+    "a 10 MB body": (lambda h: h._send(200, b" " * (10 << 20)), "more than 1 MB", 1),
+    "drip-feed past the deadline": (_drip, "no complete answer within timeout_s = 1 s", 2),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULT_SERVERS))
+def test_each_judge_fault_is_classified(fault, tmp_path, monkeypatch):
+    """Permanent faults stop at the first call with the server's own words and the judge's name; a drip-fed answer
+    is cut off at timeout_s for the whole call (it took 58 s with a per-read timeout) and retried."""
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    handler_fn, words, calls = FAULT_SERVERS[fault]
+    with FakeJudge(KEY, faults=False) as server:
+        server.server.RequestHandlerClass.do_POST = handler_fn
+        judge = Judge(spec("openai", server.url, timeout_s=1, max_retries=1), tmp_path, name="gpt-judge")
+        start = time.monotonic()
+        with pytest.raises(JudgeError, match=words) as error:
+            judge.compare(pairs(1)[:1])
+    assert time.monotonic() - start < 8 and judge.calls == calls
+    assert "judge 'gpt-judge'" in str(error.value)
+
+
+def test_a_body_cut_off_mid_way_is_retried(tmp_path, monkeypatch):
+    """IncompleteRead (a connection closed in the middle of the body) ended the whole judge job."""
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    calls = []
+    with FakeJudge(KEY, faults=False) as server:
+        server.server.RequestHandlerClass.do_POST = _close_mid_body_once(calls)
+        judge = Judge(spec("openai", server.url, timeout_s=2, max_retries=2, concurrency=1), tmp_path)
+        assert judge.verdict("q", "a", "b") == "A"
+    assert judge.calls == 2
+
+
+def test_a_cut_or_edited_cache_line_is_reported_dropped_and_paid_once(tmp_path, monkeypatch, capfd):
+    """A kill mid-write glued the next verdict onto the cut line (skipped on every load: paid again on every run);
+    a verdict edited by hand ("a") ended in a traceback."""
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    items = pairs(4)
+    with FakeJudge(KEY, faults=False) as server:
+        judge = Judge(spec("openai", server.url), tmp_path)
+        judge.compare(items)
+        path = judge.cache.path
+        lines = path.read_text().splitlines()
+        edited = json.loads(lines[1]) | {"verdict": "a"}
+        path.write_text("\n".join([lines[0], json.dumps(edited), *lines[2:-1], lines[-1][:25]]))  # a cut last line
+        requests = len(server.log)
+        again = Judge(spec("openai", server.url), tmp_path)
+        assert again.compare(items) == judges.Judge(spec("openai", server.url), tmp_path).compare(items)
+        assert len(server.log) == requests + 2  # the edited and the cut verdict, asked again once each
+        err = capfd.readouterr().err
+        assert f"{path}: line 2 dropped (verdict 'a')" in err and f"{path}: line {len(lines)} dropped" in err
+        third = Judge(spec("openai", server.url), tmp_path)
+        third.compare(items)
+        assert third.calls == 0 and len(server.log) == requests + 2  # stored right: never paid again

@@ -189,3 +189,49 @@ def test_a_server_that_cannot_start_leaves_the_step_to_run_directly(warm_env, tm
     done = rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path)
     assert done.returncode == 0 and "config 'tiny' is valid" in done.stdout
     assert "running directly" in done.stderr and time.monotonic() - start < 60
+
+
+def test_a_stopped_server_is_not_waited_on(warm_env, tmp_path):
+    """A server that stops answering (SIGSTOP: swapped out, a debugger, a frozen container) took the socket and
+    hung every later step forever; now a step waits RPO_WARM_ACK_S for its acknowledgement, then runs directly."""
+    env = {**warm_env, "RPO_WARM_ACK_S": "2"}
+    config = ["config", "--config", str(REPO / "config" / "tiny.yaml")]
+    assert rpo(*config, env=env, cwd=tmp_path).returncode == 0  # starts the server
+    pid = server_pid(env)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        done = rpo(*config, env=env, cwd=tmp_path)
+        assert done.returncode == 0 and "config 'tiny' is valid" in done.stdout
+        assert "did not answer within 2 s; running directly" in done.stderr
+        assert time.monotonic() - start < 30
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_child_that_stops_mid_step_fails_the_step_instead_of_hanging(warm_env, tmp_path):
+    """The step's child stopped (SIGSTOP) while it runs: its heartbeats stop, and the client gives up after
+    RPO_WARM_SILENCE_S with a message instead of waiting on the socket forever."""
+    env = {**warm_env, "RPO_WARM_SILENCE_S": "6"}
+    assert rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path).returncode == 0
+    server = server_pid(env)
+    step = subprocess.Popen(
+        [str(BIN / "rpo"), "prepare-data", "--config", str(REPO / "config" / "demo.yaml"), "--out-dir", "d"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not children(server):
+        time.sleep(0.05)
+    (child,) = children(server)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        _, err = step.communicate(timeout=60)
+        assert step.returncode == 1 and "sent nothing for 6 s (stopped or hung)" in err, err
+        assert not alive([child])
+    finally:
+        if alive([child]):
+            os.kill(child, signal.SIGKILL)

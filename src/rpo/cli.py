@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from rpo import config, io, paper, versioning, warm
+from rpo import config, io, paper, paths, versioning, warm
 from rpo.errors import ConfigError, DataError, JudgeError, OutputError, TrainingError, VersioningError
 from rpo.redact import redact
 
@@ -130,6 +130,11 @@ def cmd_ref_logprobs(args) -> None:
 
 def cmd_train(args) -> None:
     from rpo.train import loop
+
+    if args.dvc_pointer:  # the prepared tables it reads must be the ones their pointer names
+        folder = Path(args.dvc_pointer).with_suffix("")
+        tables = [t for t in (args.train, args.base_train, args.eval) if t and paths.inside(t, folder)]
+        versioning.check_pointer(args.dvc_pointer, tables)
 
     summary = loop.train(
         _config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train, args.eval
@@ -293,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="cached reference log-probs (methods that need them)")
     p.add_argument("--base-train", help="the full training table the cache is aligned with (when --train is a variant)")
     p.add_argument("--eval", help="held-out table; its first prompts are used to track KL(pi_theta || pi_ref)")
+    p.add_argument("--dvc-pointer", help="the prepared data's .dvc pointer: the tables read are checked against it")
     p.add_argument("--out-dir", required=True)
 
     p = step("generate", cmd_generate, "generate on the held-out prompts", cell=True)

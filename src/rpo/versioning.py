@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from rpo.errors import VersioningError
+from rpo.io import md5
 
 
 def _dvc() -> str:
@@ -19,10 +23,17 @@ def _dvc() -> str:
 
 
 def _run(*args: str) -> str:
+    """A dvc call; a failure reports DVC's own message (never --quiet: it hid the reason)."""
     out = subprocess.run([_dvc(), *args], capture_output=True, text=True)
     if out.returncode != 0:
-        raise VersioningError(f"dvc {' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
+        reason = " ".join((out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").split())
+        raise VersioningError(f"dvc {' '.join(args)} failed: {reason[-600:]}")
     return out.stdout
+
+
+def _in_git() -> bool:
+    found = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    return found.returncode == 0 and found.stdout.strip() == "true"
 
 
 def track(path: str | Path) -> str:
@@ -30,9 +41,54 @@ def track(path: str | Path) -> str:
     path = Path(path)
     if subprocess.run([_dvc(), "root"], capture_output=True).returncode != 0:
         raise VersioningError(f"{Path.cwd()} is not a DVC repository: run `dvc init` there, or set data.dvc: false")
-    _run("add", "--quiet", str(path))
+    no_scm = subprocess.run([_dvc(), "config", "core.no_scm"], capture_output=True, text=True).stdout.strip()
+    if no_scm.lower() != "true" and not _in_git():
+        raise VersioningError(
+            f"{Path.cwd()} is not a git repository, and DVC keeps its pointers (.dvc files) in git: run `git init` "
+            "there, or `dvc config core.no_scm true` to version without git, or set data.dvc: false"
+        )
+    _run("add", str(path))
     remote = subprocess.run([_dvc(), "config", "core.remote"], capture_output=True, text=True).stdout.strip()
     if remote:
-        _run("push", "--quiet", f"{path}.dvc")
+        _run("push", f"{path}.dvc")
         return f"versioned {path} ({path}.dvc) and pushed it to DVC remote '{remote}'"
     return f"versioned {path} ({path}.dvc); no default DVC remote to push to"
+
+
+def check_pointer(pointer: str | Path, tables) -> None:
+    """The prepared tables a step reads are the ones their .dvc pointer names: the pointer's folder listing (in
+    DVC's cache) must hold each table's md5. A hand-edited pointer, or data changed after `dvc add`, stops here
+    with both md5s and the pointer's path (a pointer that names data not in the cache would be committed)."""
+    pointer = Path(pointer)
+    try:
+        out = yaml.safe_load(pointer.read_text())["outs"][0]
+        digest = out["md5"]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        raise VersioningError(f"{pointer}: not a readable DVC pointer ({type(exc).__name__}: {exc})") from None
+    listing = _cache_root(pointer) / "files" / "md5" / digest[:2] / digest[2:]
+    if not listing.is_file():
+        raise VersioningError(
+            f"{pointer}: names md5 {digest}, which is not in DVC's cache ({listing.parent}): the pointer was edited "
+            "or its data never added; rerun the version_data step (delete the pointer) or `dvc checkout`"
+        )
+    listed = {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text())}
+    folder = pointer.with_suffix("") if pointer.name.endswith(".dvc") else pointer
+    for table in map(Path, tables):
+        name = str(table.resolve().relative_to(folder.resolve()))
+        actual = md5(table)
+        if listed.get(name) != actual:
+            raise VersioningError(
+                f"{table}: md5 {actual}, but its DVC pointer {pointer} (md5 {digest}) lists {listed.get(name)}: the "
+                "data changed after it was versioned, or the pointer was edited; rerun the version_data step"
+            )
+
+
+def _cache_root(pointer: Path) -> Path:
+    """DVC's cache of the repository holding `pointer` (.dvc/cache, or core cache.dir)."""
+    for parent in pointer.resolve().parents:
+        if (parent / ".dvc").is_dir():
+            configured = subprocess.run(
+                [_dvc(), "config", "cache.dir"], capture_output=True, text=True, cwd=parent
+            ).stdout.strip()
+            return (parent / ".dvc" / configured).resolve() if configured else parent / ".dvc" / "cache"
+    raise VersioningError(f"{pointer}: not inside a DVC repository")

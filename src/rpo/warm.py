@@ -12,7 +12,9 @@ writing straight to the client's streams. The pattern is Python's multiprocessin
   forking it is safe; each child sets torch's thread count from OMP_NUM_THREADS as a fresh process would.
 - If the client dies (Snakemake cancels the job), its socket closes and the child exits.
 - The server exits after RPO_WARM_IDLE seconds (default 120) with no job; its socket lives in a 0700 folder.
-- Any failure to reach or start a server falls back to running the step in this process.
+- Any failure to reach or start a server falls back to running the step in this process; so does a server that
+  does not hand the step to a child within RPO_WARM_ACK_S (a stopped server). A child that stops sending its
+  heartbeat for RPO_WARM_SILENCE_S is killed and the step fails: no wait is unbounded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -92,8 +95,17 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 START_TIMEOUT_S = 120
+# A server that does not acknowledge a step within ACK_TIMEOUT_S is treated as gone (stopped, swapped out, hung):
+# the step runs directly. A running child sends a heartbeat every HEARTBEAT_S; a child silent for
+# SILENCE_TIMEOUT_S (stopped or hung mid-step) fails the step with a message instead of waiting forever.
+ACK_TIMEOUT_S = float(os.environ.get("RPO_WARM_ACK_S", "10"))
+HEARTBEAT_S = 2.0
+SILENCE_TIMEOUT_S = float(os.environ.get("RPO_WARM_SILENCE_S", "120"))
 _CODE = struct.Struct("!i")
+_READY = b"?"
 _STARTED = b"+"
+_HEARTBEAT = b"."
+_DONE = b"="
 
 
 def enabled() -> bool:
@@ -150,6 +162,7 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
 
 def _connect(path: Path) -> socket.socket | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(ACK_TIMEOUT_S)  # connect and every read below are bounded
     try:
         conn.connect(str(path))
         return conn
@@ -203,17 +216,49 @@ def run_via_server(argv: list[str], entry: str) -> int | None:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
+            # The streams are handed over only once a child exists to take them: file descriptors sent to a server
+            # that never accepts would sit in its socket, holding this job's output pipes open (a `| tee` hangs).
+            if conn.recv(1) != _READY:
+                return None
             socket.send_fds(conn, [_CODE.pack(len(request)) + request], [0, 1, 2])
             started = conn.recv(1) == _STARTED
+            child = _CODE.unpack(_recv_exact(conn, _CODE.size))[0] if started else None
+        except TimeoutError:
+            # Closing the connection makes a child forked later exit at once (it watches for the client leaving);
+            # removing the socket makes the next step start a fresh server instead of waiting on this one.
+            print(f"rpo: warm server did not answer within {ACK_TIMEOUT_S:g} s; running directly", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
         except OSError:
             started = False
         if not started:  # a server shutting down as we connected: nothing has run yet
             return None
-        try:
+        return _wait_for_code(conn, child)
+
+
+def _wait_for_code(conn: socket.socket, child: int) -> int:
+    """The running child's exit code, reading its heartbeats; bounded by SILENCE_TIMEOUT_S between two of them.
+    A silent child is killed: it holds this job's output streams, which a `| tee log` would otherwise wait on."""
+    conn.settimeout(SILENCE_TIMEOUT_S)
+    try:
+        while (byte := conn.recv(1)) == _HEARTBEAT:
+            pass
+        if byte == _DONE:
             return _CODE.unpack(_recv_exact(conn, _CODE.size))[0]
-        except ConnectionError:
-            print("rpo: the warm child died without an exit code", file=sys.stderr)
-            return 1
+    except TimeoutError:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
+        print(
+            f"rpo: the warm child (pid {child}) sent nothing for {SILENCE_TIMEOUT_S:g} s (stopped or hung); "
+            "killed it, the step failed",
+            file=sys.stderr,
+        )
+        return 1
+    except ConnectionError:
+        pass
+    print("rpo: the warm child died without an exit code", file=sys.stderr)
+    return 1
 
 
 # ---- server -------------------------------------------------------------------------------------------------
@@ -221,6 +266,7 @@ def run_via_server(argv: list[str], entry: str) -> int | None:
 
 def _child(conn: socket.socket, set_at_import: dict) -> None:
     """In the forked child: become the client's `rpo` process, run the step, send the exit code."""
+    conn.sendall(_READY)
     header, fds, _, _ = socket.recv_fds(conn, _CODE.size, 3)
     request = json.loads(_recv_exact(conn, _CODE.unpack(header)[0]))
     for target, fd in enumerate(fds):
@@ -232,14 +278,23 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
     for name, value in set_at_import.items():  # what the preloaded modules would have set in a fresh process
         os.environ.setdefault(name, value)
     sys.argv = ["rpo", *request["argv"]]
-    conn.sendall(_STARTED)
+    conn.sendall(_STARTED + _CODE.pack(os.getpid()))
+
+    send_lock = threading.Lock()
 
     def exit_when_client_leaves():  # the client only closes after reading the code, or when it was killed
         with contextlib.suppress(OSError):
             conn.recv(1)
         os._exit(143)
 
+    def heartbeat():  # tells the client this child is alive (a stopped child sends nothing)
+        while True:
+            time.sleep(HEARTBEAT_S)
+            with send_lock, contextlib.suppress(OSError):
+                conn.sendall(_HEARTBEAT)
+
     threading.Thread(target=exit_when_client_leaves, daemon=True).start()
+    threading.Thread(target=heartbeat, daemon=True).start()
     import numpy as np  # preloaded by the server; the client, which imports this module, must not pay for them
     import torch
 
@@ -260,8 +315,8 @@ def _child(conn: socket.socket, set_at_import: dict) -> None:
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    with contextlib.suppress(OSError):
-        conn.sendall(_CODE.pack(code))
+    with send_lock, contextlib.suppress(OSError):
+        conn.sendall(_DONE + _CODE.pack(code))
     os._exit(code)
 
 

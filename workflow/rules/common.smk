@@ -139,6 +139,11 @@ def training_table(wildcards):
     return f"{model_data(wildcards.model)}/{name}.parquet"
 
 
+def data_pointer():
+    """The prepared data's DVC pointer, when the config versions it: training checks its tables against it."""
+    return [f"{DATA}.dvc"] if CFG["data"]["dvc"] else []
+
+
 def data_tables():
     """Every table the config's runs train or evaluate on: what the data version covers."""
     names = set() if SAMPLED else {rpo_config.training_table_name(cfg) for cfg in ABLATION_CFG.values()}

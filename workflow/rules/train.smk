@@ -6,6 +6,7 @@ rule train:
         base=base_training_table,
         ref=rules.reference_logprobs.output,
         eval=rules.prepare_data.output.eval,
+        pointer=data_pointer(),
     output:
         model=directory(f"{RUN_DIR}/model"),
         summary=f"{RUN_DIR}/train.json",
@@ -18,9 +19,11 @@ rule train:
         mem_mb=4000,
     params:
         launcher=train_launcher,
+        dvc=lambda wildcards, input: f"--dvc-pointer {input.pointer}" if input.pointer else "",
     shell:
         rpo_step(
             f"train --config {{input.config}} {CELL_ARGS} --init {{input.init}} --train {{input.train}} "
-            "--base-train {input.base} --ref {input.ref} --eval {input.eval} --out-dir $(dirname {output.summary})",
+            "--base-train {input.base} --ref {input.ref} --eval {input.eval} {params.dvc} "
+            "--out-dir $(dirname {output.summary})",
             launcher="{params.launcher}",
         )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import email.utils
 import fcntl
 import hashlib
+import http.client
 import json
 import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -150,22 +152,70 @@ class HTTPJudge:
         return payload["choices"][0]["message"]["content"]
 
     def ask(self, prompt: str) -> str:
+        """One call, bounded as a whole by timeout_s (connect, headers and the whole body: a server that drips its
+        answer a few bytes at a time is cut off). Transient faults raise TransientError; permanent ones (a refused
+        request, an error object in the body) JudgeError with the server's own message."""
+        deadline = time.monotonic() + self.spec["timeout_s"]
         try:
             with urllib.request.urlopen(self._request(prompt), timeout=self.spec["timeout_s"]) as response:
-                raw = response.read()
+                raw = _read_body(response, deadline, self.spec["timeout_s"])
         except urllib.error.HTTPError as exc:
+            message = _server_message(exc)
             if exc.code == 429 or exc.code >= 500:
                 retry_after = exc.headers.get("retry-after") if exc.headers else None
-                raise TransientError(f"HTTP {exc.code}", retry_after_s(retry_after)) from None
-            raise JudgeError(self.scrub(f"judge request refused: HTTP {exc.code} from {self.base_url}")) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                raise TransientError(f"HTTP {exc.code}{message}", retry_after_s(retry_after)) from None
+            raise JudgeError(
+                self.scrub(f"judge request refused: HTTP {exc.code} from {self.base_url}{message}")
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
+            # connection refused or reset, a body cut off mid-way (IncompleteRead), a server that went silent
             raise TransientError(self.scrub(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")) from None
+        except (JudgeError, TransientError):
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. http.client's ValueError quoting a header: may hold the key
             raise JudgeError(self.scrub(f"judge request failed: {type(exc).__name__}: {exc}")) from None
         try:
-            return self._text(json.loads(raw))
+            payload = json.loads(raw)
+        except ValueError:
+            raise TransientError("response body is not JSON") from None
+        if isinstance(payload, dict) and payload.get("error"):  # an API error sent with HTTP 200
+            raise JudgeError(self.scrub(f"the server answered with an error: {_error_text(payload['error'])}"))
+        try:
+            return self._text(payload)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise TransientError(f"malformed response body ({type(exc).__name__})") from None
+
+
+MAX_BODY_BYTES = 1 << 20  # one verdict's answer is a few hundred bytes
+
+
+def _read_body(response, deadline: float, timeout_s: float) -> bytes:
+    chunks, size = [], 0
+    while chunk := response.read1(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise JudgeError(f"the server sent more than {MAX_BODY_BYTES >> 20} MB for one verdict: not a chat API?")
+        if time.monotonic() > deadline:
+            raise TransientError(f"no complete answer within timeout_s = {timeout_s:g} s")
+    return b"".join(chunks)
+
+
+def _error_text(error) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)[:300]
+    return str(error)[:300]
+
+
+def _server_message(exc: urllib.error.HTTPError) -> str:
+    """The server's own explanation of a refused request (an API's `error.message`), when it sent one."""
+    try:
+        body = exc.read(4096)
+        payload = json.loads(body)
+        text = _error_text(payload.get("error", payload)) if isinstance(payload, dict) else str(payload)[:300]
+    except Exception:  # noqa: BLE001 - no body, or not JSON: the status says enough
+        return ""
+    return f": {text}"
 
 
 class LocalJudge:
@@ -233,7 +283,12 @@ def judge_id(spec: dict) -> str:
 
 class VerdictCache:
     """Append-only JSONL of verdicts; each line is written and fsynced as soon as it is known, so a kill loses
-    at most the call in flight. Safe for threads and for several processes sharing the file."""
+    at most the call in flight. Safe for threads and for several processes sharing the file.
+
+    A kill mid-write leaves a line without its newline: the next write starts on a line of its own, so the cut line
+    costs one verdict, not every verdict appended after it. A cut or hand-edited line (not JSON, no key, a verdict
+    other than A, B, Neutral or invalid) is reported once with its file and line and left out: that call is paid
+    for again, once, and stored right."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -241,12 +296,18 @@ class VerdictCache:
         self.lock = threading.Lock()
         self.entries = {}
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
+                if not line.strip():
+                    continue
                 try:
                     entry = json.loads(line)
-                    self.entries[entry["key"]] = entry["verdict"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut by a kill
+                    if not isinstance(entry.get("key"), str) or entry.get("verdict") not in (*VERDICTS, INVALID):
+                        raise ValueError(f"verdict {entry.get('verdict')!r:.20}")
+                except (ValueError, AttributeError) as exc:
+                    reason = "cut short or not JSON" if isinstance(exc, json.JSONDecodeError) else exc
+                    print(f"warning: {self.path}: line {number} dropped ({reason}); asked again", file=sys.stderr)
+                    continue
+                self.entries[entry["key"]] = entry["verdict"]
 
     @staticmethod
     def key(judge: str, instruction: str, a: str, b: str) -> str:
@@ -256,9 +317,14 @@ class VerdictCache:
         return self.entries.get(key)
 
     def put(self, key: str, verdict: str) -> None:
-        line = json.dumps({"key": key, "verdict": verdict}) + "\n"
-        with self.lock, open(self.path, "a") as sink:
+        line = (json.dumps({"key": key, "verdict": verdict}) + "\n").encode()
+        with self.lock, open(self.path, "a+b") as sink:
             fcntl.flock(sink, fcntl.LOCK_EX)
+            sink.seek(0, os.SEEK_END)
+            if sink.tell():
+                sink.seek(-1, os.SEEK_END)
+                if sink.read(1) != b"\n":  # a line cut by a kill: end it, or this one would be glued to it
+                    line = b"\n" + line
             sink.write(line)
             sink.flush()
             os.fsync(sink.fileno())
@@ -270,10 +336,11 @@ class VerdictCache:
 
 
 class Judge:
-    def __init__(self, spec: dict, cache_dir: str | Path, sleep=time.sleep):
+    def __init__(self, spec: dict, cache_dir: str | Path, sleep=time.sleep, name: str | None = None):
         self.spec = spec
         self.backend = make_backend(spec)
         self.id = judge_id(spec)
+        self.label = f"'{name}' ({self.id})" if name else self.id  # how errors name it
         name = hashlib.sha256(self.id.encode()).hexdigest()[:16]
         self.cache = VerdictCache(Path(cache_dir) / f"{name}.jsonl")
         self.sleep = sleep
@@ -290,7 +357,11 @@ class Judge:
         for attempt in range(self.spec["max_retries"] + 1):
             try:
                 self.calls += 1
-                verdict = parse_verdict(self.backend.ask(prompt))
+                try:
+                    answer = self.backend.ask(prompt)
+                except JudgeError as exc:  # permanent: stop before spending the retry budget
+                    raise JudgeError(f"judge {self.label}: {exc}") from None
+                verdict = parse_verdict(answer)
                 if verdict is not None:
                     return verdict
                 malformed += 1
@@ -304,7 +375,7 @@ class Judge:
                 if last.retry_after is not None:
                     wait = min(self.spec["max_backoff_s"], max(wait, last.retry_after))
                 self.sleep(wait * random.uniform(0.5, 1.0))
-        raise JudgeError(f"judge {self.id}: no valid verdict after {self.spec['max_retries'] + 1} attempts ({last})")
+        raise JudgeError(f"judge {self.label}: no valid verdict after {self.spec['max_retries'] + 1} attempts ({last})")
 
     def verdict(self, instruction: str, a: str, b: str) -> str:
         key = VerdictCache.key(self.id, instruction, a, b)
@@ -386,7 +457,7 @@ def run(cfg: dict, cell: dict, judge_name: str, scope: str, generations: dict, o
     """RPO against each other system in `generations`, by one judge: in-domain (`scope` 'in_domain', paired by
     prompt) or on every OOD benchmark (`scope` 'ood', paired by benchmark, question and turn)."""
     spec = cfg["judge"]["judges"][judge_name]
-    judge = Judge(spec, cfg["judge"]["cache_dir"])
+    judge = Judge(spec, cfg["judge"]["cache_dir"], name=judge_name)
     boot = cfg["score"]["bootstrap"]
     stats = lambda outcomes: win_rates(outcomes, boot["samples"], boot["confidence"], boot["seed"])  # noqa: E731
     ours = read_jsonl(generations["rpo"])
