@@ -22,9 +22,20 @@ def _dvc() -> str:
     return found
 
 
+# Bounds on every dvc call: a local `add` or `config` takes seconds; a push to a remote over a network is given an hour.
+QUICK_S, TRANSFER_S = 120, 3600
+
+
+def _call(args: list, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise VersioningError(f"{' '.join(map(str, args[:3]))} did not finish within {timeout} s") from None
+
+
 def _run(*args: str) -> str:
     """A dvc call; a failure reports DVC's own message (never --quiet: it hid the reason)."""
-    out = subprocess.run([_dvc(), *args], capture_output=True, text=True)
+    out = _call([_dvc(), *args], TRANSFER_S)
     if out.returncode != 0:
         reason = " ".join((out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").split())
         raise VersioningError(f"dvc {' '.join(args)} failed: {reason[-600:]}")
@@ -32,23 +43,23 @@ def _run(*args: str) -> str:
 
 
 def _in_git() -> bool:
-    found = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    found = _call(["git", "rev-parse", "--is-inside-work-tree"], QUICK_S)
     return found.returncode == 0 and found.stdout.strip() == "true"
 
 
 def track(path: str | Path) -> str:
     """`dvc add` the folder (writing <folder>.dvc, to commit with git), then push to the default remote if any."""
     path = Path(path)
-    if subprocess.run([_dvc(), "root"], capture_output=True).returncode != 0:
+    if _call([_dvc(), "root"], QUICK_S).returncode != 0:
         raise VersioningError(f"{Path.cwd()} is not a DVC repository: run `dvc init` there, or set data.dvc: false")
-    no_scm = subprocess.run([_dvc(), "config", "core.no_scm"], capture_output=True, text=True).stdout.strip()
+    no_scm = _call([_dvc(), "config", "core.no_scm"], QUICK_S).stdout.strip()
     if no_scm.lower() != "true" and not _in_git():
         raise VersioningError(
             f"{Path.cwd()} is not a git repository, and DVC keeps its pointers (.dvc files) in git: run `git init` "
             "there, or `dvc config core.no_scm true` to version without git, or set data.dvc: false"
         )
     _run("add", str(path))
-    remote = subprocess.run([_dvc(), "config", "core.remote"], capture_output=True, text=True).stdout.strip()
+    remote = _call([_dvc(), "config", "core.remote"], QUICK_S).stdout.strip()
     if remote:
         _run("push", f"{path}.dvc")
         return f"versioned {path} ({path}.dvc) and pushed it to DVC remote '{remote}'"
@@ -87,8 +98,6 @@ def _cache_root(pointer: Path) -> Path:
     """DVC's cache of the repository holding `pointer` (.dvc/cache, or core cache.dir)."""
     for parent in pointer.resolve().parents:
         if (parent / ".dvc").is_dir():
-            configured = subprocess.run(
-                [_dvc(), "config", "cache.dir"], capture_output=True, text=True, cwd=parent
-            ).stdout.strip()
+            configured = _call([_dvc(), "config", "cache.dir"], QUICK_S, cwd=parent).stdout.strip()
             return (parent / ".dvc" / configured).resolve() if configured else parent / ".dvc" / "cache"
     raise VersioningError(f"{pointer}: not inside a DVC repository")

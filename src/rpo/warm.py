@@ -267,8 +267,10 @@ def _wait_for_code(conn: socket.socket, child: int) -> int:
 def _child(conn: socket.socket, set_at_import: dict) -> None:
     """In the forked child: become the client's `rpo` process, run the step, send the exit code."""
     conn.sendall(_READY)
+    conn.settimeout(ACK_TIMEOUT_S)  # the client sends its request at once; one that never does is not waited on
     header, fds, _, _ = socket.recv_fds(conn, _CODE.size, 3)
     request = json.loads(_recv_exact(conn, _CODE.unpack(header)[0]))
+    conn.settimeout(None)  # from here the only read waits for the client to leave, for as long as the step runs
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
