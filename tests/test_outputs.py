@@ -207,3 +207,23 @@ def test_per_prompt_scores_cut_at_a_line_boundary_are_refused(tmp_path):
     (run / "scores_per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     with pytest.raises(Exception, match="scores_per_example.jsonl: 3 rows, but .* counts 4 prompts"):
         Inputs([run / "scores.json"]).per_prompt("rouge_l")
+
+
+def test_generations_cut_at_a_line_boundary_are_refused_by_score(tmp_path, capsys, micro_config):
+    """A truncated generations.jsonl was scored on half its rows without a word."""
+    import pandas as pd
+
+    cfg = write_config(tmp_path / "c.yaml", micro_config)
+    eval_path = tmp_path / "eval.parquet"
+    pd.DataFrame({"prompt_id": [str(i) for i in range(4)]}).to_parquet(eval_path)
+    rows = [
+        {"prompt_id": str(i), "prompt": "p", "reference": "r", "generation": "g", "split": "test"} for i in range(4)
+    ]
+    gens = tmp_path / "generations.jsonl"
+    gens.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    cell = ["--model", "llama", "--method", "rpo", "--generations", str(gens), "--eval", str(eval_path)]
+    out = tmp_path / "run" / "scores.json"
+    code = main(["score", "--config", str(cfg), *cell, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{gens}: incomplete or stale generations: 2 of 4 prompts" in err, err
+    assert not out.exists()

@@ -77,9 +77,7 @@ def _checked(data_cfg: dict, out_dir: Path, name: str):
     rows, origin, input_md5 = sources.load_rows(data_cfg)
     rows.rejected.sort(key=sources.order)  # file order
     rejects = out_dir / f"rejects{name}.jsonl"
-    with io.atomic(rejects) as tmp, open(tmp, "w") as handle:
-        for entry in rows.rejected:
-            handle.write(json.dumps(entry) + "\n")
+    io.write_jsonl(rejects, rows.rejected)
     if rows.rejected and data_cfg["on_bad_rows"] == "error":
         first = rows.rejected[0]
         raise DataError(f"{sources.describe(first)} field '{first['field']}': {first['reason']} ({len(rows.rejected)} bad row(s) in all, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,11 +110,9 @@ def _split(rows: list[dict], name: str) -> list[dict]:
 def check_complete(rows: list[dict], path, prompt_ids: list, per_prompt: int = 1) -> None:
     """Refuse, by file, generations that miss a prompt or a sample (a file cut short at a line boundary reads as
     valid JSONL) or hold one twice."""
-    counts = {}
-    for row in rows:
-        counts[row.get("prompt_id")] = counts.get(row.get("prompt_id"), 0) + 1
-    missing = [p for p in prompt_ids if counts.get(p, 0) < per_prompt]
-    extra = [p for p, n in counts.items() if p not in set(prompt_ids) or n > per_prompt]
+    counts, expected = Counter(row.get("prompt_id") for row in rows), set(prompt_ids)
+    missing = [p for p in prompt_ids if counts[p] < per_prompt]
+    extra = [p for p, n in counts.items() if p not in expected or n > per_prompt]
     if missing or extra:
         what = f"{len(missing)} of {len(prompt_ids)} prompts short of {per_prompt} row(s) (first: {missing[:1]})"
         if extra:
@@ -148,13 +147,16 @@ def score(cfg: dict, cell: dict, generations_path, out_path, samples_path=None, 
             sampled_summary(cfg, samples) if samples else None,
         )
     per_example_path = Path(out_path).with_name("scores_per_example.jsonl")
-    with io.atomic(per_example_path) as tmp, open(tmp, "w") as sink:
+
+    def records():
         for name, (rows, per_example, _, _, _, sampled) in parts.items():
             for i, row in enumerate(rows):
                 record = {"prompt_id": row["prompt_id"], "split": name, **{k: v[i] for k, v in per_example.items()}}
                 if sampled:
                     record |= {f"sampled_{k}": v.get(row["prompt_id"], math.nan) for k, v in sampled[2].items()}
-                sink.write(json.dumps(record) + "\n")
+                yield record
+
+    io.write_jsonl(per_example_path, records())
 
     def summary_of(name: str) -> dict:
         rows, _, values, cis, samples, sampled = parts[name]

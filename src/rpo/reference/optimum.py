@@ -3,7 +3,6 @@ sample the KL-regularised optimum is estimated from (rpo.report.optimum)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +72,13 @@ def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_p
             f"reference log-probs of its samples ({model_name})",
         )
         rewards = np.array([synthetic.reward(r["prompt"], r["generation"]) for r in rows])
-        with io.atomic(path) as tmp, open(tmp, "w") as sink:
-            for row, raw, logp in zip(rows, rewards, ref_logp):
-                record = {"reward_raw": float(raw), "reward": (float(raw) - mean) / std, "ref_logp": float(logp)}
-                sink.write(json.dumps(row | record) + "\n")
+        io.write_jsonl(
+            path,
+            (
+                row | {"reward_raw": float(raw), "reward": (float(raw) - mean) / std, "ref_logp": float(logp)}
+                for row, raw, logp in zip(rows, rewards, ref_logp)
+            ),
+        )
         partial.unlink()
     return {
         "prompts": len(parts[0][0]),
