@@ -147,3 +147,49 @@ def test_conversations_render_with_and_without_a_chat_template():
     ]
     cfg = config.resolve({"name": "x", "methods": ["rpo"], "models": {"m": {"arch": "causal", "source": "tiny"}}})
     assert cfg["generate"]["backend"] == "transformers"
+
+
+def test_samples_drawn_together_resume_by_whole_batches_of_prompts(tmp_path):
+    """k samples per prompt come from one call per batch of prompts (num_return_sequences); a resumed run keeps the
+    whole batches (prompts x k rows) and redraws from the first incomplete one."""
+    calls = []
+
+    def fake_generator(prompts, seed, n=1):
+        calls.append((len(prompts), n, seed))
+        return [f"{p}-{seed}-{j}" for p in prompts for j in range(n)]
+
+    prompts = [f"p{i}" for i in range(5)]
+    meta = [{"i": i, "sample": j} for i in range(5) for j in range(3)]
+    full = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "a.partial", 2, seed=5, per_prompt=3)
+    assert [(r["i"], r["sample"]) for r in full] == [(i, j) for i in range(5) for j in range(3)]
+    first = generation.batch_seed(5, 0, 0)
+    assert [r["generation"] for r in full[:4]] == [f"p0-{first}-0", f"p0-{first}-1", f"p0-{first}-2", f"p1-{first}-0"]
+    assert all(r["generation"].startswith(f"p{r['i']}-") and r["generation"].endswith(f"-{r['sample']}") for r in full)
+    assert calls == [(2, 3, generation.batch_seed(5, 0, i)) for i in (0, 1)] + [(1, 3, generation.batch_seed(5, 0, 2))]
+    lines = (tmp_path / "a.partial").read_text().splitlines()
+    (tmp_path / "b.partial").write_text("\n".join(lines[:9]) + "\n")  # the header, one batch (6 rows) and 2 more
+    calls.clear()
+    resumed = generation.generate_rows(fake_generator, prompts, meta, tmp_path / "b.partial", 2, seed=5, per_prompt=3)
+    assert resumed == full and [seed for *_, seed in calls] == [generation.batch_seed(5, 0, i) for i in (1, 2)]
+    with pytest.raises(ValueError, match="metadata rows"):
+        generation.generate_rows(fake_generator, prompts, meta[:-1], tmp_path / "c.partial", 2, seed=5, per_prompt=3)
+
+
+@pytest.mark.parametrize("model", ["llama", "t5"])
+def test_samples_drawn_together_are_each_prompts_own_and_reproducible(setup, model):
+    """n sequences per prompt in one generate call: each row carries its own prompt's ids and the response ids it
+    was drawn as; the same seed draws the same samples, and a prompt's samples are not all alike."""
+    root, cfg_path = setup
+    cfg = config.load(cfg_path)
+    gcfg = generation.plain_sampling(cfg["generate"], 12)
+    generator = generation.make_generator(cfg, model, root / model, gcfg)
+    prompts = pd.read_parquet(root / "eval.parquet")["prompt"].tolist()[:3]
+    rows = generator(prompts, seed=4, return_ids=True, n=5)
+    assert len(rows) == 15 and rows == generator(prompts, seed=4, return_ids=True, n=5)
+    arch = "causal" if model == "llama" else "seq2seq"
+    alone = [generator([p], seed=4, return_ids=True)[0]["prompt_ids"] for p in prompts]
+    for i, row in enumerate(rows):
+        assert row["prompt_ids"] == alone[i // 5]
+        text = generator.tokenizer.decode(row["response_ids"], skip_special_tokens=True).strip()
+        assert text == row["generation"], arch
+    assert len({r["generation"] for r in rows[:5]}) > 1

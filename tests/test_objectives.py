@@ -146,7 +146,7 @@ def test_kto_matches_trls_formula_on_fixed_inputs():
     cfg = cfg_with(beta=beta, kto={"desirable_weight": w_d, "undesirable_weight": w_u})
     loss, metrics = objectives.kto_loss(inputs, cfg)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
-    assert metrics["z0"] == pytest.approx(z0)
+    assert float(metrics["z0"]) == pytest.approx(z0)
 
     # a negative KL estimate is clamped to 0
     inputs["policy_kl_logp"] = torch.tensor(kl_ref) - 1

@@ -111,15 +111,35 @@ def test_cached_reference_equals_a_live_reference_forward(prepared, model_name):
     model, tokenizer = build.load(root / f"{model_name}/ref", cfg["models"][model_name]["arch"])
     model.train()
     build.disable_dropout(model)  # as the trainer does
-    step = Step(cfg, cfg["models"][model_name], objectives.get("kto"), model, tokenizer, None)
     part = table.iloc[:8]
+    # the trainer's own batches: the table tokenised and padded once, a batch an index into it
+    step = Step(cfg, cfg["models"][model_name], objectives.get("kto"), model, tokenizer, None, table=part)
+    rows = torch.arange(8)
     with torch.no_grad():
-        live = logprobs.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["response"].tolist()))[0]
-        live_kl = logprobs.sequence_logprobs(model, step.encode(part["prompt"].tolist(), part["kl_response"].tolist()))[
-            0
-        ]
+        live = logprobs.sequence_logprobs(model, step.pairs.batch(rows))[0]
+        live_kl = logprobs.sequence_logprobs(model, step.kl_pairs_table.batch(rows))[0]
     assert torch.allclose(live.double(), torch.tensor(part["ref_logp"].to_numpy()), atol=1e-4)
     assert torch.allclose(live_kl.double(), torch.tensor(part["ref_kl_logp"].to_numpy()), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_a_batch_of_the_padded_table_is_the_batch_of_its_rows_alone(arch):
+    """The trainer pads the whole table once and indexes it: each batch must be exactly what padding its rows alone
+    gives (no column of another row's padding left, nothing of a row cut)."""
+    prompts = [TEXTS[i % len(TEXTS)] * (1 + i % 3) for i in range(7)]
+    responses = [TEXTS[(i + 1) % len(TEXTS)] * (1 + (i * 2) % 5) for i in range(7)]
+    tokenizer = build.build_tokenizer(prompts + responses, 300)
+    ids = batching.tokenize(tokenizer, prompts, responses, 40, 12)
+    table = batching.PaddedTable(tokenizer, arch, ids)
+    for rows in ([0], [3, 1], [6, 2, 4], list(range(7))):
+        got = table.batch(torch.tensor(rows))
+        alone = batching.batch_from_ids(
+            tokenizer, arch, [ids.prompt_ids[r] for r in rows], [ids.response_ids[r] for r in rows]
+        )
+        for name in ("input_ids", "attention_mask", "response_mask", "labels"):
+            a, b = getattr(got, name), getattr(alone, name)
+            assert (a is None and b is None) or torch.equal(a, b), (rows, name)
+    assert ids.response_cut and max(ids.response_cut) > 0  # some responses were cut to 12 tokens
 
 
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
@@ -135,13 +155,12 @@ def test_every_objective_learns_on_both_architectures(prepared, model_name, meth
     from rpo.models import value
 
     value_net = value.build(cfg, model) if objective.needs_value_model else None
-    step = Step(cfg, cfg["models"][model_name], objective, model, tokenizer, value_net)
+    step = Step(cfg, cfg["models"][model_name], objective, model, tokenizer, value_net, table=table)
     params = list(model.parameters()) + (list(value_net.parameters()) if value_net else [])
     optimizer = torch.optim.Adam(params, lr=5e-4)
-    part = table.iloc[:8]
     losses = []
     for _ in range(40):  # fit one fixed batch
-        loss, _, _ = step(part)
+        loss, _, _ = step(torch.arange(8))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

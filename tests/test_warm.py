@@ -38,9 +38,13 @@ def rpo(*args, env, cwd, **kwargs) -> subprocess.CompletedProcess:
 
 
 def server_pid(env) -> int:
+    """The server's pid, once it serves (a light step such as `rpo config` starts it in the background)."""
     logs = list((Path(env["XDG_RUNTIME_DIR"]) / f"rpo-warm-{os.getuid()}").glob("*.log"))
     assert len(logs) == 1, logs
-    return int(re.findall(r"\(pid (\d+)\)", logs[0].read_text())[-1])
+    deadline = time.monotonic() + 60
+    while not (found := re.findall(r"\(pid (\d+)\)", logs[0].read_text())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return int(found[-1])
 
 
 def alive(pids) -> list[int]:
@@ -144,6 +148,9 @@ def test_an_idle_server_exits_and_the_next_client_starts_another(warm_env, tmp_p
         time.sleep(0.1)
     assert not list((Path(env["XDG_RUNTIME_DIR"]) / f"rpo-warm-{os.getuid()}").glob("*.sock"))
     assert rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path).returncode == 0
+    deadline = time.time() + 60  # the light step started the next server in the background
+    while time.time() < deadline and server_pid(env) == pid:
+        time.sleep(0.1)
     assert server_pid(env) != pid
 
 
@@ -186,8 +193,8 @@ def test_it_is_used_only_when_asked_for_and_never_inside_a_slurm_job(monkeypatch
 def test_a_server_that_cannot_start_leaves_the_step_to_run_directly(warm_env, tmp_path):
     env = {**warm_env, "RPO_WARM_IDLE": "not-a-number"}  # the server exits at once
     start = time.monotonic()
-    done = rpo("config", "--config", str(REPO / "config" / "tiny.yaml"), env=env, cwd=tmp_path)
-    assert done.returncode == 0 and "config 'tiny' is valid" in done.stdout
+    done = rpo("prepare-data", "--config", str(REPO / "config" / "tiny.yaml"), "--out-dir", "d", env=env, cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "d" / "manifest.json").is_file()
     assert "running directly" in done.stderr and time.monotonic() - start < 60
 
 
@@ -235,3 +242,28 @@ def test_a_child_that_stops_mid_step_fails_the_step_instead_of_hanging(warm_env,
     finally:
         if alive([child]):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_light_step_runs_at_once_and_starts_the_server_for_the_steps_after_it(warm_env, tmp_path):
+    """`rpo config` with no server up runs in its own process instead of waiting for the server's imports, and
+    starts the server in the background; the helper holding the start lock lets go of the job's output pipe, so a
+    `| cat` (Snakemake's `| tee log`) ends with the step, not with the server's start."""
+    start = time.monotonic()
+    piped = subprocess.run(
+        f"'{BIN / 'rpo'}' config --config '{REPO / 'config' / 'tiny.yaml'}' | cat",
+        shell=True,
+        env=warm_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - start
+    assert piped.returncode == 0 and "config 'tiny' is valid" in piped.stdout
+    pid = server_pid(warm_env)  # waits until the background start serves
+    assert took < 0.8 * (time.monotonic() - start), "the step waited for the server's start"
+    assert alive([pid])
+    heavy = rpo(
+        "prepare-data", "--config", str(REPO / "config" / "tiny.yaml"), "--out-dir", "d", env=warm_env, cwd=tmp_path
+    )
+    assert heavy.returncode == 0 and "running directly" not in heavy.stderr and server_pid(warm_env) == pid

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from rpo import io, paths
+from rpo import JOB_STARTED, io, paths
 from rpo.errors import DataError
 from rpo.io import md5
 from rpo.redact import redact
@@ -148,6 +148,16 @@ def ui_url(exp_id: str, search_filter: str | None = None, host: str = "http://12
     return url + (f"?searchFilter={quote(search_filter)}" if search_filter else "")
 
 
+def job_started_ms() -> int | None:
+    """When this job's `rpo` process started (ms since the epoch): a run's start, so that its duration in the UI is
+    the job's time (imports, loading and the work), not only the logging at its end. None outside `rpo`."""
+    try:
+        started = float(os.environ[JOB_STARTED])
+    except (KeyError, ValueError):
+        return None
+    return int(started * 1000) if 0 < started <= time.time() else None
+
+
 class Run:
     """One job's run. Online it writes through to MLflow; once MLflow fails (or never answered) it
     records everything in <folder>/mlflow_offline.json instead, so nothing is lost."""
@@ -173,7 +183,7 @@ class Run:
             self.client = MlflowClient(tracking_uri())
             if self.run_id is None:
                 self.run_id = self.client.create_run(
-                    exp, run_name=self.record["run_name"], tags=self.record["tags"]
+                    exp, run_name=self.record["run_name"], tags=self.record["tags"], start_time=job_started_ms()
                 ).info.run_id
         except Exception as exc:  # noqa: BLE001 - any failure to reach the store
             self._go_offline(exc)

@@ -14,7 +14,7 @@ from rpo import io, tracking
 from rpo.data.prepare import split_of
 from rpo.evaluate import ood
 from rpo.io import md5
-from rpo.models.generation import generate_rows, make_generator, plain_sampling
+from rpo.models.generation import generate_rows, make_generator, plain_sampling, prompts_per_batch
 
 
 def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path=None) -> None:
@@ -50,13 +50,14 @@ def generate(cfg: dict, cell: dict, model_dir, eval_path, out_path, samples_path
             samples_partial = Path(samples_path).with_name(Path(samples_path).name + ".partial")
             samples = generate_rows(
                 generator,
-                [p for p in prompts for _ in range(k)],
+                prompts,
                 [m | {"sample": j} for m in meta for j in range(k)],
                 samples_partial,
-                gcfg["batch_size"],
+                prompts_per_batch(gcfg, k),
                 cell["seed"],
                 pass_index=1,
                 desc=f"sample {k} per prompt {name}",
+                per_prompt=k,
             )
             io.write_jsonl(samples_path, samples)
             samples_partial.unlink()

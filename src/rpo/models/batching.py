@@ -37,6 +37,31 @@ def format_prompts(tokenizer, prompts: list, chat_template: bool) -> list[str]:
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
+@dataclass
+class Tokenized:
+    """(prompt, response) pairs as `encode` cuts them, and what each row lost to the length limits."""
+
+    prompt_ids: list[list[int]]  # the last max_prompt_len tokens of each (formatted) prompt
+    response_ids: list[list[int]]  # the first max_response_len - 1 tokens of each response, then EOS
+    prompt_cut: list[int]  # tokens cut from each prompt
+    response_cut: list[int]  # tokens cut from each response
+
+
+def tokenize(
+    tokenizer, prompts: list, responses: list[str], max_prompt_len: int, max_response_len: int, chat_template=False
+) -> Tokenized:
+    """One tokenizer pass over the pairs: their ids as scored, and the counts `truncation` reports."""
+    formatted = format_prompts(tokenizer, prompts, chat_template)
+    prompt_full = tokenizer(formatted, add_special_tokens=False)["input_ids"]
+    response_full = tokenizer(responses, add_special_tokens=False)["input_ids"]
+    return Tokenized(
+        [ids[-max_prompt_len:] for ids in prompt_full],
+        [ids[: max_response_len - 1] + [tokenizer.eos_token_id] for ids in response_full],
+        [max(0, len(ids) - max_prompt_len) for ids in prompt_full],
+        [max(0, len(ids) - (max_response_len - 1)) for ids in response_full],
+    )
+
+
 def encode(
     tokenizer,
     arch: str,
@@ -47,28 +72,17 @@ def encode(
     chat_template: bool = False,
 ) -> Batch:
     """Dynamic padding to the longest pair in the batch; the response ends with EOS."""
-    prompts = format_prompts(tokenizer, prompts, chat_template)
-    prompt_ids = [ids[-max_prompt_len:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    response_ids = [
-        ids[: max_response_len - 1] + [tokenizer.eos_token_id]
-        for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]
-    ]
-    return batch_from_ids(tokenizer, arch, prompt_ids, response_ids)
+    ids = tokenize(tokenizer, prompts, responses, max_prompt_len, max_response_len, chat_template)
+    return batch_from_ids(tokenizer, arch, ids.prompt_ids, ids.response_ids)
 
 
 TRUNCATION_WARN_SHARE = 0.05  # above this share of cut rows, the step warns
 
 
-def truncation(
-    tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int, chat_template=False
-) -> dict:
-    """What `encode` cuts from these rows: how many rows lose tokens (prompts keep their last max_prompt_len tokens,
-    responses their first max_response_len - 1 before EOS), and how many tokens, in all and per row."""
-    formatted = format_prompts(tokenizer, prompts, chat_template)
-    prompt_cut = [max(0, len(i) - max_prompt_len) for i in tokenizer(formatted, add_special_tokens=False)["input_ids"]]
-    response_cut = [
-        max(0, len(i) - (max_response_len - 1)) for i in tokenizer(responses, add_special_tokens=False)["input_ids"]
-    ]
+def cut_counts(ids: Tokenized) -> dict:
+    """How many rows lose tokens to the length limits (prompts keep their last max_prompt_len tokens, responses
+    their first max_response_len - 1 before EOS), and how many tokens, in all and per row."""
+    prompt_cut, response_cut = ids.prompt_cut, ids.response_cut
     rows_cut = sum(1 for p, r in zip(prompt_cut, response_cut) if p or r)
     return {
         "rows": len(prompt_cut),
@@ -80,6 +94,13 @@ def truncation(
         "response_tokens_cut": sum(response_cut),
         "per_row": (prompt_cut, response_cut),
     }
+
+
+def truncation(
+    tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int, max_response_len: int, chat_template=False
+) -> dict:
+    """What `encode` cuts from these rows (cut_counts)."""
+    return cut_counts(tokenize(tokenizer, prompts, responses, max_prompt_len, max_response_len, chat_template))
 
 
 def truncation_warning(counts: dict, where: str) -> str | None:
@@ -107,6 +128,32 @@ def batch_from_ids(tokenizer, arch: str, prompt_ids: list[list[int]], response_i
         response_mask=pad_ids([[1] * len(r) for r in response_ids], 0),
         labels=pad_ids(response_ids, pad),
     )
+
+
+class PaddedTable:
+    """A whole table's pairs padded once (batch_from_ids over every row) and kept with each row's lengths, so that a
+    batch is an index and a trim to its longest row: the same tensors batch_from_ids gives for those rows alone."""
+
+    def __init__(self, tokenizer, arch: str, ids: Tokenized):
+        self.full = batch_from_ids(tokenizer, arch, ids.prompt_ids, ids.response_ids)
+        self.width = self.full.attention_mask.sum(1)  # causal: prompt + response; seq2seq: the encoder's input
+        self.response_width = self.full.response_mask.sum(1)  # seq2seq: the decoder's
+
+    def __len__(self) -> int:
+        return len(self.width)
+
+    def batch(self, rows: torch.Tensor) -> Batch:
+        full, width = self.full, int(self.width[rows].max())
+        trim = lambda t, w: t[rows, :w]  # noqa: E731
+        if full.labels is None:
+            return Batch(trim(full.input_ids, width), trim(full.attention_mask, width), trim(full.response_mask, width))
+        dec = int(self.response_width[rows].max())
+        return Batch(
+            trim(full.input_ids, width),
+            trim(full.attention_mask, width),
+            trim(full.response_mask, dec),
+            trim(full.labels, dec),
+        )
 
 
 def encode_prompts(

@@ -60,6 +60,12 @@ def clean_generation_config(model) -> GenerationConfig:
     return GenerationConfig(**{k: getattr(model.generation_config, k, None) for k in TOKEN_IDS})
 
 
+def prompts_per_batch(gcfg: dict, per_prompt: int) -> int:
+    """Prompts in one batch when `per_prompt` samples are drawn for each: generate.sample_batch_size sequences
+    (default generate.batch_size), at least one prompt."""
+    return max(1, (gcfg["sample_batch_size"] or gcfg["batch_size"]) // per_prompt)
+
+
 def batch_seed(seed: int, pass_index: int, batch_index: int) -> int:
     """Each batch has its own seed, so a resumed run draws exactly what an uninterrupted one would."""
     return seed * 1_000_003 + pass_index * 100_003 + batch_index
@@ -79,8 +85,9 @@ class TransformersGenerator:
         self.gcfg, self.kwargs = gcfg, generation_kwargs(gcfg, self.tokenizer)
 
     @torch.no_grad()
-    def __call__(self, prompts: list, seed: int, return_ids: bool = False):
-        """The generated texts; with `return_ids`, each as {"generation", "prompt_ids", "response_ids"}."""
+    def __call__(self, prompts: list, seed: int, return_ids: bool = False, n: int = 1):
+        """The generated texts, `n` per prompt (prompt-major: each prompt encoded once, its n sequences decoded side
+        by side); with `return_ids`, each as {"generation", "prompt_ids", "response_ids"}."""
         input_ids, attention_mask = batching.encode_prompts(
             self.tokenizer, self.spec["arch"], prompts, self.max_prompt_len, self.spec["chat_template"]
         )
@@ -88,8 +95,11 @@ class TransformersGenerator:
         output = self.model.generate(
             input_ids=input_ids.to(self.model.device),
             attention_mask=attention_mask.to(self.model.device),
+            num_return_sequences=n,
             **self.kwargs,
         ).cpu()
+        if n > 1:  # the prompts as generate expanded them, one per returned sequence
+            input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
         new = output[:, input_ids.shape[1] :] if self.spec["arch"] == "causal" else output
         texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         if not return_ids:
@@ -118,9 +128,10 @@ class VLLMGenerator:
     def configure(self, gcfg: dict) -> None:
         self.gcfg = gcfg
 
-    def __call__(self, prompts: list, seed: int) -> list[str]:
+    def __call__(self, prompts: list, seed: int, n: int = 1) -> list[str]:
         g = self.gcfg
         params = self.params(
+            n=n,
             max_tokens=g["max_new_tokens"],
             seed=seed,
             repetition_penalty=g["repetition_penalty"],
@@ -131,7 +142,7 @@ class VLLMGenerator:
             ),
         )
         texts = batching.format_prompts(self.tokenizer, prompts, self.spec["chat_template"])
-        return [o.outputs[0].text.strip() for o in self.llm.generate(texts, params, use_tqdm=False)]
+        return [c.text.strip() for o in self.llm.generate(texts, params, use_tqdm=False) for c in o.outputs]
 
 
 def make_generator(cfg: dict, model_name: str, model_dir, gcfg: dict | None = None):
@@ -142,15 +153,17 @@ def make_generator(cfg: dict, model_name: str, model_dir, gcfg: dict | None = No
     return cls(model_dir, cfg["models"][model_name], gcfg, cfg["train"]["max_prompt_len"])
 
 
-def resume_fingerprint(generator, prompts: list, meta: list[dict], batch_size: int, seed: int, pass_index: int) -> str:
+def resume_fingerprint(
+    generator, prompts: list, meta: list[dict], batch_size: int, seed: int, pass_index: int, per_prompt: int = 1
+) -> str:
     """What decides a resume file's rows: the model's files, the decoding settings, the prompts and their metadata,
     the batching and the seeds. A resume file with another one belongs to another run."""
     model = [getattr(generator, name, None) for name in ("digest", "gcfg", "spec")]
-    shaping = [*model, prompts, meta, batch_size, seed, pass_index]
+    shaping = [*model, prompts, meta, batch_size, seed, pass_index] + ([per_prompt] if per_prompt > 1 else [])
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _complete_rows(partial: Path, batch_size: int, fingerprint: str) -> list[dict]:
+def _complete_rows(partial: Path, rows_per_batch: int, fingerprint: str) -> list[dict]:
     """The whole batches of an interrupted run's resume file, when its first line carries this run's fingerprint."""
     if not partial.exists():
         return []
@@ -168,7 +181,7 @@ def _complete_rows(partial: Path, batch_size: int, fingerprint: str) -> list[dic
             rows.append(json.loads(line))
         except json.JSONDecodeError:  # a line cut by a kill: regenerate from there
             break
-    return rows[: len(rows) // batch_size * batch_size]  # whole batches only
+    return rows[: len(rows) // rows_per_batch * rows_per_batch]  # whole batches only
 
 
 def generate_rows(
@@ -181,13 +194,18 @@ def generate_rows(
     pass_index: int = 0,
     desc: str = "generate",
     keep_ids: bool = False,
+    per_prompt: int = 1,
 ) -> list[dict]:
     """Generate for every prompt, appending `meta[i] | {"generation": ...}` to `partial` batch by batch (fsynced);
-    `keep_ids`: also the prompt's and the response's token ids (the transformers backend).
-    Rows already in `partial` from an interrupted run are kept and their batches skipped."""
-    extra = {"return_ids": True} if keep_ids else {}
-    fingerprint = resume_fingerprint(generator, prompts, meta, batch_size, seed, pass_index)
-    done = _complete_rows(partial, batch_size, fingerprint)
+    `keep_ids`: also the prompt's and the response's token ids (the transformers backend). `per_prompt` > 1:
+    that many samples per prompt, drawn together (`meta` holds per_prompt rows per prompt, prompt-major), in
+    batches of `batch_size` prompts. Rows already in `partial` from an interrupted run are kept and their batches
+    skipped."""
+    extra = ({"return_ids": True} if keep_ids else {}) | ({"n": per_prompt} if per_prompt > 1 else {})
+    if len(meta) != len(prompts) * per_prompt:
+        raise ValueError(f"{len(meta)} metadata rows for {len(prompts)} prompts x {per_prompt}")
+    fingerprint = resume_fingerprint(generator, prompts, meta, batch_size, seed, pass_index, per_prompt)
+    done = _complete_rows(partial, batch_size * per_prompt, fingerprint)
     rows = list(done)
     with open(partial, "w") as sink:
         sink.write(json.dumps({"resume_fingerprint": fingerprint}) + "\n")
@@ -195,10 +213,10 @@ def generate_rows(
             sink.write(json.dumps(row) + "\n")
         starts = range(0, len(prompts), batch_size)
         for index, start in enumerate(tqdm(starts, desc=desc)):
-            if start < len(done):
+            if start * per_prompt < len(done):
                 continue
             texts = generator(prompts[start : start + batch_size], batch_seed(seed, pass_index, index), **extra)
-            for info, text in zip(meta[start : start + batch_size], texts):
+            for info, text in zip(meta[start * per_prompt : (start + batch_size) * per_prompt], texts, strict=True):
                 rows.append(info | (text if keep_ids else {"generation": text}))
                 sink.write(json.dumps(rows[-1]) + "\n")
             sink.flush()

@@ -26,20 +26,21 @@ def reward_scale(train: pd.DataFrame) -> tuple[float, float]:
 def _draw(
     cfg: dict, model_name: str, generator, prompts: pd.DataFrame, n: int, partial: Path, pass_index: int, desc: str
 ) -> list:
-    asked = [r for r in prompts.itertuples() for _ in range(n)]
     return generation.generate_rows(
         generator,
-        [r.prompt for r in asked],
+        prompts["prompt"].tolist(),
         [
-            {"model": model_name, "prompt_id": r.prompt_id, "prompt": r.prompt, "sample": j % n}
-            for j, r in enumerate(asked)
+            {"model": model_name, "prompt_id": r.prompt_id, "prompt": r.prompt, "sample": j}
+            for r in prompts.itertuples()
+            for j in range(n)
         ],
         partial,
-        cfg["generate"]["batch_size"],
+        generation.prompts_per_batch(cfg["generate"], n),
         cfg["optimum"]["seed"],
         pass_index=pass_index,
         desc=desc,
         keep_ids=True,
+        per_prompt=n,
     )
 
 

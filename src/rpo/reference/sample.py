@@ -33,12 +33,13 @@ def sample_training_data(cfg: dict, model_name: str, model_dir, prompts_path, ou
     partial = out_path.with_name(out_path.name + ".jsonl.partial")
     rows = generation.generate_rows(
         generator,
-        asked,
+        prompts,
         [{"prompt": p} for p in asked],
         partial,
-        gcfg["batch_size"],
+        generation.prompts_per_batch(gcfg, scfg["completions"]),
         scfg["seed"],
         desc=f"sample {scfg['completions']} completions per prompt",
+        per_prompt=scfg["completions"],
     )
     frame = pd.DataFrame({"prompt": [r["prompt"] for r in rows], "response": [r["generation"] for r in rows]})
     frame = frame[frame["response"].str.strip() != ""].drop_duplicates()

@@ -28,7 +28,7 @@ from rpo import io, tracking
 from rpo.data.prepare import test_part
 from rpo.errors import ConfigError, TrainingError
 from rpo.io import md5
-from rpo.models import batching, build, value
+from rpo.models import batching, build, generation, value
 from rpo.train import checkpoint, kl, objectives
 from rpo.train.inputs import training_table
 from rpo.train.step import Step
@@ -122,6 +122,7 @@ class Setup:
     out_dir: Path
     ckpt_dir: Path
     truncation: dict  # rows and tokens the length limits cut (batching.truncation)
+    clock: list = None  # (step, perf_counter) at each read-back: the steady-state step time
 
 
 def setup(
@@ -137,17 +138,6 @@ def setup(
     table = training_table(cfg, objective, train_path, ref_path, base_train_path)
     set_seed(cell["seed"])
     model, tokenizer = build.load(init_dir, spec["arch"])
-    cut = batching.truncation(
-        tokenizer,
-        table["prompt"].tolist(),
-        table["response"].tolist(),
-        tcfg["max_prompt_len"],
-        tcfg["max_response_len"],
-        spec["chat_template"],
-    )
-    del cut["per_row"]
-    if warning := batching.truncation_warning(cut, f"{train_path} ({cell['model']})"):
-        acc.print(warning)
     model.train()
     if tcfg["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
@@ -179,7 +169,11 @@ def setup(
         acc.print(f"resuming from {ckpt_dir} at step {state['step']} of {total_steps}")
     prepared = acc.prepare(*modules.values(), optimizer)
     wrapped, optimizer = dict(zip(modules, prepared[:-1])), prepared[-1]
-    step_fn = Step(cfg, spec, objective, wrapped["model"], tokenizer, wrapped.get("value"), acc)
+    step_fn = Step(cfg, spec, objective, wrapped["model"], tokenizer, wrapped.get("value"), acc, table)
+    cut = batching.cut_counts(step_fn.tokenized)
+    del cut["per_row"]
+    if warning := batching.truncation_warning(cut, f"{train_path} ({cell['model']})"):
+        acc.print(warning)
     kl_tracker = (
         _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, cell["seed"], acc.device)
         if acc.is_main_process
@@ -206,11 +200,16 @@ def setup(
         out_dir,
         ckpt_dir,
         cut,
+        [],
     )
 
 
 def step_loop(s: Setup, run, started: float) -> None:
-    """Optimizer steps from where `s.state` stands to the last one; logs, tracks KL and checkpoints on the way."""
+    """Optimizer steps from where `s.state` stands to the last one; logs, tracks KL and checkpoints on the way.
+
+    Losses, metrics, gradient norms and token counts stay on the device and are read back once per log interval
+    (and before a KL estimate or a checkpoint): no host synchronisation inside a step, which on a GPU is the
+    difference between waiting on every kernel launch and queueing them."""
     cell, acc, tcfg, state = s.cell, s.acc, s.cfg["train"], s.state
     per_step = tcfg["batch_size"] * tcfg["grad_accum"]
     local = tcfg["batch_size"] // acc.num_processes
@@ -223,38 +222,39 @@ def step_loop(s: Setup, run, started: float) -> None:
     if state["step"] == 0 and s.kl_tracker:
         state["kl"].append(s.kl_tracker(acc.unwrap_model(s.wrapped["model"]), 0, run))
     order_epoch, order = None, None
+    pending = []  # steps not read back yet: (step, lr, loss, grad norm, metrics)
+    tokens = torch.zeros((), dtype=torch.long, device=acc.device)
     for step in range(state["step"], s.total_steps):
         epoch, index = divmod(step, s.steps_per_epoch)
         if epoch != order_epoch:  # one shuffle per epoch, derived from the seed, so a resumed run sees the same
             order_epoch, order = epoch, epoch_order(len(s.table), cell["seed"], epoch)
-        losses, metrics = [], {}
+        loss_sum = 0.0
         for micro in range(tcfg["grad_accum"]):
             first = index * per_step + micro * tcfg["batch_size"] + acc.process_index * local
             with acc.autocast():
-                loss, metrics, n_tokens = s.step_fn(s.table.iloc[order[first : first + local].numpy()])
+                loss, metrics, n_tokens = s.step_fn(order[first : first + local])
             acc.backward(loss / tcfg["grad_accum"])
-            losses.append(acc.reduce(loss.detach(), "mean").item())
-            state["tokens"] += int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
+            loss_sum = loss_sum + acc.reduce(loss.detach().float(), "mean")
+            tokens += acc.reduce(n_tokens, "sum")
         grad_norm = acc.clip_grad_norm_(s.params, tcfg["max_grad_norm"] or math.inf)
-        _refuse_non_finite(step + 1, losses, float(grad_norm))
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        record = {
-            "loss": sum(losses) / len(losses),
-            "lr": s.scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
-            **metrics,
-        }
-        state["history"].append(record)
-        if done % tcfg["log_every"] == 0 or done == s.total_steps:
-            run.log_metrics(record, step=done)
-        if s.kl_tracker and (done % tcfg["kl_every"] == 0 or done == s.total_steps):
+        pending.append((done, s.scheduler.get_last_lr()[0], loss_sum / tcfg["grad_accum"], grad_norm, metrics))
+        kl_now = s.kl_tracker and (done % tcfg["kl_every"] == 0 or done == s.total_steps)
+        checkpoint_now = tcfg["checkpoint_every"] and done % tcfg["checkpoint_every"] == 0 and done < s.total_steps
+        if done % tcfg["log_every"] == 0 or done == s.total_steps or kl_now or checkpoint_now:
+            _read_back(pending, state, run, tcfg["log_every"], s.total_steps)
+            s.clock.append((done, time.perf_counter()))
+            state["tokens"] += int(tokens)
+            tokens.zero_()
+            bar.set_postfix(loss=f"{state['history'][-1]['loss']:.4f}")
+            pending = []
+        if kl_now:
             state["kl"].append(s.kl_tracker(acc.unwrap_model(s.wrapped["model"]), done, run))
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
-        if tcfg["checkpoint_every"] and done % tcfg["checkpoint_every"] == 0 and done < s.total_steps:
+        if checkpoint_now:
             state.update(step=done, wall_time_s=time.perf_counter() - started)
             if acc.is_main_process:
                 checkpoint.save(
@@ -270,13 +270,41 @@ def step_loop(s: Setup, run, started: float) -> None:
     acc.wait_for_everyone()
 
 
-def _refuse_non_finite(step: int, losses: list[float], grad_norm: float) -> None:
-    """Stop before a non-finite update reaches the weights: no NaN model is ever saved as finished."""
-    if all(map(math.isfinite, losses)) and math.isfinite(grad_norm):
+def _read_back(pending: list, state: dict, run, log_every: int, total_steps: int) -> None:
+    """The pending steps' values in one device-to-host copy, into the history and MLflow; stops at the first step
+    whose loss or gradient norm is not finite (its weights are never saved: a checkpoint or the final model is only
+    written after this check)."""
+    names = list(pending[0][4])
+    values = torch.stack(
+        [
+            torch.stack([loss, norm.float(), *(metrics[k].float() for k in names)])
+            for _, _, loss, norm, metrics in pending
+        ]
+    ).tolist()
+    for (done, lr, *_), (loss, grad_norm, *metric_values) in zip(pending, values):
+        _refuse_non_finite(done, loss, grad_norm)
+        record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, **dict(zip(names, metric_values))}
+        state["history"].append(record)
+        if done % log_every == 0 or done == total_steps:
+            run.log_metrics(record, step=done)
+
+
+def steady_step_s(clock: list, total_steps: int) -> float | None:
+    """Seconds per step between the first read-back after a tenth of the steps and the last one (None: too few)."""
+    after = [(step, t) for step, t in clock if step >= max(1, total_steps // 10)]
+    if len(after) < 2:
+        return None
+    (first, t0), (last, t1) = after[0], after[-1]
+    return (t1 - t0) / (last - first)
+
+
+def _refuse_non_finite(step: int, loss: float, grad_norm: float) -> None:
+    """Stop before a non-finite update reaches a saved model: no NaN model is ever written as finished."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
         return
     raise TrainingError(
-        f"step {step}: loss {losses} and gradient norm {grad_norm}: not finite; training stopped before the update "
-        "and no model was written (lower train.lr, or check the rewards and objective.beta)"
+        f"step {step}: loss {loss} and gradient norm {grad_norm}: not finite; training stopped and no model was "
+        "written (lower train.lr, or check the rewards and objective.beta)"
     )
 
 
@@ -312,6 +340,7 @@ def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_t
             run,
             acc.mixed_precision,
             s.truncation,
+            steady_step_s(s.clock, s.total_steps),
         )
 
 
@@ -360,7 +389,7 @@ def _kl_tracker(cfg, spec, tcfg, init_dir, eval_path, tokenizer, seed, device):
                 seed=seed * 7919 + step,
                 chat_template=spec["chat_template"],
                 estimator=tcfg["kl_estimator"],
-                batch_size=cfg["generate"]["batch_size"],
+                batch_size=generation.prompts_per_batch(cfg["generate"], 1),
             ),
         }
         run.log_metrics({"kl": record["kl"], "kl_std": record["kl_std"]}, step=step)
@@ -384,6 +413,7 @@ def _finish(
     run,
     precision="no",
     truncation=None,
+    steady_step=None,
 ):
     if hasattr(model, "merge_and_unload"):  # LoRA: save plain weights that AutoModel loads
         model = model.merge_and_unload()
@@ -406,6 +436,8 @@ def _finish(
         "wall_time_s": wall,
         "tokens_per_s": state["tokens"] / wall,
         "samples_per_s": total_steps * cfg["train"]["batch_size"] * cfg["train"]["grad_accum"] / wall,
+        # seconds per optimizer step after the first tenth of the steps (warm-up), KL estimates included
+        "steady_step_s": steady_step,
         "peak_memory_mb": peak_memory_mb(),
         "device": str(next(model.parameters()).device),
         "mixed_precision": str(precision),

@@ -1,6 +1,7 @@
 """Training objectives as pure functions over per-sequence log-probs and rewards, in one registry.
 
-Each objective is `loss(inputs, cfg) -> (loss, metrics)`; `inputs` holds tensors of shape [B]:
+Each objective is `loss(inputs, cfg) -> (loss, metrics)`, the metrics 0-d tensors (read once per log interval, not
+per step: no host synchronisation); `inputs` holds tensors of shape [B]:
   policy_logp, ref_logp        sequence log-probs, reduced as `objective.logprob_reduction` says
   token_logp_sum, n_tokens     summed response log-prob and response token count (token-level NLL)
   reward                       standardised reward
@@ -81,7 +82,7 @@ def rpo_loss(inputs: dict, cfg: dict):
     target = ((inputs["reward"] - inputs["v_hat"]) / beta).to(log_ratio.dtype)
     delta = log_ratio - target
     loss = 0.5 * (delta**2).mean()
-    return loss, {"log_ratio": log_ratio.mean().item(), "residual_abs": delta.abs().mean().item()}
+    return loss, {"log_ratio": log_ratio.mean().detach(), "residual_abs": delta.abs().mean().detach()}
 
 
 # --- DRO ---------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def dro_loss(inputs: dict, cfg: dict):
         loss = policy_term + cfg["objective"]["dro"]["value_loss_weight"] * value_term
     else:
         loss = 0.5 * ((reward - value - beta * log_ratio) ** 2).mean()
-    return loss, {"log_ratio": log_ratio.mean().item(), "value": value.mean().item()}
+    return loss, {"log_ratio": log_ratio.mean().detach(), "value": value.mean().detach()}
 
 
 # --- KTO ---------------------------------------------------------------------------------------
@@ -140,9 +141,9 @@ def kto_loss(inputs: dict, cfg: dict):
         kto["undesirable_weight"] * (1 - torch.sigmoid(-margin)),
     )
     return losses.mean(), {
-        "log_ratio": log_ratio.mean().item(),
-        "z0": float(z0),
-        "desirable_share": desirable.float().mean().item(),
+        "log_ratio": log_ratio.mean().detach(),
+        "z0": z0,
+        "desirable_share": desirable.float().mean(),
     }
 
 
@@ -171,7 +172,7 @@ def sft_loss(inputs: dict, cfg: dict):
     number of processes, so the averaged gradients are those of the global token mean."""
     normaliser = inputs.get("token_normaliser", inputs["n_tokens"].sum())
     nll = -inputs["token_logp_sum"].sum() / normaliser.clamp(min=1)
-    return nll, {"nll": nll.item()}
+    return nll, {"nll": nll.detach()}
 
 
 # --- registry ----------------------------------------------------------------------------------
