@@ -65,6 +65,7 @@ def build(tmp: Path, args) -> tuple[dict, Path]:
                 "checkpoint_every": 0,
                 "kl_every": 0,
                 "logprob_chunk_size": args.chunk,
+                "group_by_length": args.group_by_length,
             },
             # SFT on every row (not each prompt's best only): every trainer takes the same number of steps
             "objective": {"beta": 0.1, "sft": {"best_only": False}},
@@ -121,7 +122,8 @@ def bare(cfg, tmp: Path, train_path: Path) -> dict:
     ref = torch.tensor(table["ref_logp"].to_numpy(), dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=0.0)
     steps = len(table) // tcfg["batch_size"]
-    order = loop.epoch_order(len(table), 0, 0)
+    lengths = pairs.lengths if tcfg["group_by_length"] else None
+    order = loop.epoch_order(len(table), 0, 0, lengths, tcfg["batch_size"])
     clock = []
     start = time.perf_counter()
     for step in range(steps):
@@ -245,6 +247,7 @@ def main() -> None:
     parser.add_argument("--mlp", type=int, default=0, help="MLP width (default 4 x hidden)")
     parser.add_argument("--vocab", type=int, default=2000, help="BPE vocabulary trained on the synthetic data")
     parser.add_argument("--chunk", type=int, default=0, help="train.logprob_chunk_size")
+    parser.add_argument("--group-by-length", action="store_true", help="train.group_by_length")
     parser.add_argument("--shape", choices=sorted(SHAPES), help="a named model shape (overrides the size flags)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per trainer; the fastest counts (noisy machines)")
     parser.add_argument("--only", nargs="+", choices=TRAINERS, default=TRAINERS, help="trainers to run (cache first)")

@@ -82,9 +82,15 @@ def run_env() -> dict:
     return env
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def warm_env(runtime: Path, idle_s: int = 20) -> dict:
+    """run_env with the warm-start server on (its socket under `runtime`, gone `idle_s` after the last step)."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    return run_env() | {"RPO_WARM": "1", "RPO_WARM_IDLE": str(idle_s), "XDG_RUNTIME_DIR": str(runtime)}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=run_env(), timeout=900)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env or run_env(), timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"

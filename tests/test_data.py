@@ -3,6 +3,7 @@ ablation variants, every bad-input case, the hub loader, and DVC versioning."""
 
 import json
 import re
+import shutil
 import subprocess
 
 import pandas as pd
@@ -410,3 +411,24 @@ def test_held_out_prompts_split_into_dev_and_test_the_same_way_every_time(tmp_pa
     prepare.prepare(cfg_for(path, n_eval_prompts=5, n_dev_prompts=2), tmp_path / "b")
     assert held_out.equals(pd.read_parquet(tmp_path / "b" / "eval.parquet"))
     assert list(prepare.test_part(held_out)["split"]) == ["test"] * 3
+
+
+def test_a_pointer_is_checked_in_the_default_cache_or_a_configured_one(tmp_path, monkeypatch):
+    """The listing is looked up in .dvc/cache first (no dvc process) and, when not there, in DVC's configured
+    cache.dir: both pass untouched data and refuse changed data."""
+    from rpo import versioning
+    from rpo.errors import VersioningError
+
+    repo = _dvc_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    subprocess.run([str(BIN / "dvc"), "config", "cache.dir", str(tmp_path / "elsewhere")], check=True, env=run_env())
+    subprocess.run([str(BIN / "dvc"), "add", "-q", "data/prepared/d"], check=True, env=run_env())
+    pointer, table = repo / "data" / "prepared" / "d.dvc", repo / "data" / "prepared" / "d" / "train.parquet"
+    assert not (repo / ".dvc" / "cache").exists() and (tmp_path / "elsewhere" / "files").is_dir()
+    versioning.check_pointer(pointer, [table])
+    shutil.copytree(tmp_path / "elsewhere", repo / ".dvc" / "cache")  # the same listing, in the default cache
+    versioning.check_pointer(pointer, [table])
+    table.unlink()
+    table.write_bytes(b"another table")
+    with pytest.raises(VersioningError, match="data changed after it was versioned"):
+        versioning.check_pointer(pointer, [table])

@@ -59,7 +59,8 @@ def _cmd(root, cfg_path, model, out):
     ]
 
 
-@pytest.mark.parametrize("model,warm", [("llama", False), ("t5", False), ("llama", True), ("t5", True)])
+# each architecture once and each way of starting a step once (the kill reaches a warm child through its client)
+@pytest.mark.parametrize("model,warm", [("llama", False), ("t5", True)])
 def test_generation_killed_and_resumed_equals_an_uninterrupted_run(setup, tmp_path, model, warm):
     """warm: the killed and the resumed runs go through the warm-start server, the uninterrupted one does not."""
     root, cfg_path = setup

@@ -106,6 +106,19 @@ def test_per_token_kl_of_each_response_is_never_negative_and_zero_against_itself
 
 
 @pytest.mark.parametrize("arch", ["causal", "seq2seq"])
+def test_the_policys_distributions_from_its_sampling_equal_a_forward_pass_over_the_samples(arch):
+    """The KL estimate takes pi_theta's per-position distributions from the logits its sampling computed (no second
+    forward pass): the same as scoring the sampled batch, position by position."""
+    policy = tiny(arch, 0, 1.5)
+    prompts = ["a b a", "b", "a a b b"] * 20
+    batch, p = kl.sample_responses(policy, WordTokenizer(), arch, prompts, 16, MAX_NEW, seed=0, with_distributions=True)
+    with torch.no_grad():
+        scored = logprobs.token_distributions(policy, batch)
+    assert p.shape == scored.shape and int(logprobs.scored_mask(batch).sum()) == len(p)
+    assert torch.allclose(p, scored, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["causal", "seq2seq"])
 def test_kl_samples_from_the_policy_itself_whatever_generation_config_its_checkpoint_carries(arch):
     """A checkpoint whose generation_config sets a repetition penalty, n-gram blocking and a minimum length would
     draw responses from another distribution; the KL sampler decodes with a clean config, so its estimate still

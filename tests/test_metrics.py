@@ -130,3 +130,13 @@ def test_distinct_2_interval_holds_its_own_estimate_on_generations_that_share_bi
     ]
     values, cis, _ = score.sampled_summary(cfg, samples)
     assert cis["distinct_2"][0] < values["distinct_2"] < cis["distinct_2"][1]
+
+
+def test_distinct_2_of_groups_equals_distinct_2_of_the_groups_texts():
+    rng = np.random.default_rng(1)
+    vocabulary = ["the", "cat", "sat", "on", "a", "mat", "and", "purred", "Cat"]
+    groups = [[" ".join(rng.choice(vocabulary, size=rng.integers(0, 7))) for _ in range(4)] for _ in range(30)]
+    statistic = metrics.distinct_2_of_groups(groups)
+    for indices in ([0], [3, 3, 7], list(range(30)), rng.integers(0, 30, 30).tolist(), []):
+        expected = metrics.distinct_2([t for g in sorted(set(indices)) for t in groups[g]])
+        assert statistic(np.array(indices, dtype=int)) == expected

@@ -1,6 +1,7 @@
 """MLflow: an unreachable tracking server never stops a job; its run is recorded and imported later."""
 
 import json
+import os
 import sqlite3
 import time
 
@@ -100,3 +101,25 @@ def test_two_jobs_of_one_folder_keep_two_records_and_import_refuses_outside_file
     with sqlite3.connect(workdir / "mlflow.db") as con:
         rules = sorted(v for (v,) in con.execute("select value from tags where key = 'rule'"))
     assert rules == ["score", "score_ood"]
+
+
+def test_a_runs_duration_is_its_jobs_time(workdir, micro_config, monkeypatch):
+    """The UI showed 56-109 ms for score and judge jobs that take seconds: their runs opened after the work. A run
+    now starts when its `rpo` process did (RPO_JOB_STARTED, set by rpo.cli.main and carried into warm children)."""
+    from rpo import JOB_STARTED, config
+
+    cfg = config.resolve(micro_config)
+    started = time.time() - 3.0
+    monkeypatch.setenv(JOB_STARTED, repr(started))
+    with tracking.run(cfg, "score", workdir / "run", {"model": "m", "method": "rpo"}) as run:
+        pass
+    with sqlite3.connect(workdir / "results" / "mlflow.db") as con:
+        start, end = con.execute("select start_time, end_time from runs where run_uuid = ?", (run.run_id,)).fetchone()
+    assert start == int(started * 1000) and end - start >= 3000
+    for unusable in ("not a time", repr(time.time() + 3600)):  # garbage or the future: the run's own start
+        monkeypatch.setenv(JOB_STARTED, unusable)
+        assert tracking.job_started_ms() is None
+    monkeypatch.setattr("sys.argv", ["rpo"])
+    monkeypatch.delenv(JOB_STARTED)
+    assert main(["config", "--config", str(write_config(workdir / "c.yaml", micro_config))]) == 0
+    assert float(os.environ[JOB_STARTED]) <= time.time()

@@ -142,6 +142,20 @@ def test_a_batch_of_the_padded_table_is_the_batch_of_its_rows_alone(arch):
     assert ids.response_cut and max(ids.response_cut) > 0  # some responses were cut to 12 tokens
 
 
+def test_length_grouped_epochs_cover_every_row_once_with_less_padding():
+    lengths = torch.randint(5, 60, (403,), generator=torch.Generator().manual_seed(0))
+    plain = loop.epoch_order(403, seed=3, epoch=1)
+    grouped = loop.epoch_order(403, seed=3, epoch=1, lengths=lengths, batch=8)
+    assert sorted(grouped.tolist()) == list(range(403))
+    assert torch.equal(grouped, loop.epoch_order(403, seed=3, epoch=1, lengths=lengths, batch=8))  # resumable
+    assert not torch.equal(grouped, loop.epoch_order(403, seed=3, epoch=2, lengths=lengths, batch=8))
+
+    def padding(order):  # padded minus real tokens over the whole batches
+        return sum(int(len(b) * lengths[b].max() - lengths[b].sum()) for b in order[:400].split(8))
+
+    assert padding(grouped) < 0.5 * padding(plain)
+
+
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
 @pytest.mark.parametrize("method", ["sft", "rpo", "dro", "kto"])
 def test_every_objective_learns_on_both_architectures(prepared, model_name, method):

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import BIN, REPO, run_env, snakemake, write_config
+from conftest import BIN, REPO, run_env, snakemake, warm_env, write_config
 from mlflow_server import mlflow_server, rest
 
 from rpo import config as rpo_config
@@ -134,9 +134,11 @@ def _browse_runs_through_a_real_mlflow_server(tmp_path, res):
 
 
 def test_whole_dag_runs_and_reruns_only_what_a_change_or_target_needs(tmp_path, micro_config):
+    """The whole DAG as `make demo` runs it (steps in children of the warm-start server; tests/test_slurm.py runs
+    each step as its own process)."""
     micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo"], "objective": {"beta": 5.0}}}
     cfg = write_config(tmp_path / "micro.yaml", micro_config)
-    snakemake(tmp_path, "--configfile", str(cfg))
+    snakemake(tmp_path, "--configfile", str(cfg), env=warm_env(tmp_path / "run"))
     res = tmp_path / "results" / "micro"
     for table in TABLES:
         for ext in ("md", "csv", "tex", "runs.json"):

@@ -76,7 +76,7 @@ def check_pointer(pointer: str | Path, tables) -> None:
         digest = out["md5"]
     except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
         raise VersioningError(f"{pointer}: not a readable DVC pointer ({type(exc).__name__}: {exc})") from None
-    listing = _cache_root(pointer) / "files" / "md5" / digest[:2] / digest[2:]
+    listing = _listing(pointer, digest)
     if not listing.is_file():
         raise VersioningError(
             f"{pointer}: names md5 {digest}, which is not in DVC's cache ({listing.parent}): the pointer was edited "
@@ -92,6 +92,17 @@ def check_pointer(pointer: str | Path, tables) -> None:
                 f"{table}: md5 {actual}, but its DVC pointer {pointer} (md5 {digest}) lists {listed.get(name)}: the "
                 "data changed after it was versioned, or the pointer was edited; rerun the version_data step"
             )
+
+
+def _listing(pointer: Path, digest: str) -> Path:
+    """Where DVC's cache keeps the folder listing with this md5. The cache is addressed by content, so a listing found
+    in the default cache (.dvc/cache) is the one: only when it is not there is DVC asked for a configured cache.dir
+    (a `dvc` process, half a second: every training job checks its pointer)."""
+    tail = Path("files") / "md5" / digest[:2] / digest[2:]
+    for parent in pointer.resolve().parents:
+        if (parent / ".dvc").is_dir() and (parent / ".dvc" / "cache" / tail).is_file():
+            return parent / ".dvc" / "cache" / tail
+    return _cache_root(pointer) / tail
 
 
 def _cache_root(pointer: Path) -> Path:

@@ -30,6 +30,24 @@ def distinct_2(generations: list[str]) -> float:
     return len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
+def distinct_2_of_groups(groups: list[list[str]]):
+    """A function (group indices -> Distinct-2 of all generations of those groups, each group once): the value
+    distinct_2 gives on them, with each text split into bigrams once instead of once per call (the bootstrap)."""
+    ids: dict = {}
+    bigrams = [
+        [ids.setdefault(pair, len(ids)) for text in texts for pair in zip(words(text), words(text)[1:])]
+        for texts in groups
+    ]
+    unique, counts = [frozenset(b) for b in bigrams], [len(b) for b in bigrams]
+
+    def statistic(indices) -> float:
+        chosen = set(int(i) for i in indices)
+        total = sum(counts[i] for i in chosen)
+        return len(frozenset().union(*(unique[i] for i in chosen))) / total if total else 0.0
+
+    return statistic
+
+
 def lengths(generations: list[str]) -> list[int]:
     """Length in whitespace-separated words."""
     return [len(words(t)) for t in generations]

@@ -61,7 +61,7 @@ def summarise(cfg: dict, per_example: dict, generations: list[str]) -> tuple[dic
             # A prompt drawn twice counts once (duplicated text would read as repetition), so a resample holds ~63% of
             # the prompts and its Distinct-2 is biased up: the interval is shifted back by that bias.
             cis[name] = metrics.bootstrap_ci(
-                lambda idx: metrics.distinct_2([generations[i] for i in set(idx)]),
+                metrics.distinct_2_of_groups([[g] for g in generations]),
                 len(generations),
                 **ci_args,
                 point=values[name],
@@ -82,7 +82,9 @@ def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
         cfg, generations, [r["reference"] for r in samples], [r["prompt"] for r in samples], wanted
     )
     prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in samples))
-    rows_of = {p: [i for i, r in enumerate(samples) if r["prompt_id"] == p] for p in prompt_ids}
+    rows_of = {p: [] for p in prompt_ids}
+    for i, r in enumerate(samples):
+        rows_of[r["prompt_id"]].append(i)
     boot = cfg["score"]["bootstrap"]
     ci_args = dict(samples=boot["samples"], confidence=boot["confidence"], seed=boot["seed"])
     values, cis, per_prompt = {}, {}, {}
@@ -90,7 +92,7 @@ def sampled_summary(cfg: dict, samples: list[dict]) -> tuple[dict, dict, dict]:
         if name == "distinct_2":
             values[name] = metrics.distinct_2(generations)
             cis[name] = metrics.bootstrap_ci(
-                lambda idx: metrics.distinct_2([generations[i] for p in set(idx) for i in rows_of[prompt_ids[p]]]),
+                metrics.distinct_2_of_groups([[generations[i] for i in rows_of[p]] for p in prompt_ids]),
                 len(prompt_ids),
                 **ci_args,
                 point=values[name],

@@ -138,6 +138,7 @@ class PaddedTable:
         self.full = batch_from_ids(tokenizer, arch, ids.prompt_ids, ids.response_ids)
         self.width = self.full.attention_mask.sum(1)  # causal: prompt + response; seq2seq: the encoder's input
         self.response_width = self.full.response_mask.sum(1)  # seq2seq: the decoder's
+        self.lengths = self.width + (self.response_width if self.full.labels is not None else 0)  # tokens per row
 
     def __len__(self) -> int:
         return len(self.width)

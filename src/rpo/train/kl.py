@@ -26,9 +26,12 @@ def sample_responses(
     max_new_tokens: int,
     seed: int,
     chat_template: bool = False,
-) -> batching.Batch | None:
+    with_distributions: bool = False,
+):
     """One response per prompt from pi_theta by plain sampling (temperature 1, no top-k/top-p), as a scoring batch;
-    prompts whose response is empty are left out (None: every response was empty)."""
+    prompts whose response is empty are left out (None: every response was empty). `with_distributions`: also
+    pi_theta's log-distribution over the vocabulary at each sampled position, [positions, V] in float32 in the order
+    of logprobs.scored_mask(batch).nonzero(), taken from the logits the sampling computed (no second forward pass)."""
     was_training = policy.training
     policy.eval()
     input_ids, attention_mask = batching.encode_prompts(tokenizer, arch, prompts, max_prompt_len, chat_template)
@@ -48,21 +51,29 @@ def sample_responses(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            output_logits=with_distributions,
+            return_dict_in_generate=True,
         )
     policy.generation_config = carried
     policy.train(was_training)
-    prompt_ids, generated = batching.generated_ids(input_ids, attention_mask, output, arch, tokenizer.eos_token_id)
+    prompt_ids, generated = batching.generated_ids(
+        input_ids, attention_mask, output.sequences, arch, tokenizer.eos_token_id
+    )
     keep = [i for i, g in enumerate(generated) if g]
     if not keep:
-        return None
-    return batching.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep]).to(
-        policy.device
-    )
+        return (None, None) if with_distributions else None
+    batch = batching.batch_from_ids(tokenizer, arch, [prompt_ids[i] for i in keep], [generated[i] for i in keep])
+    if not with_distributions:
+        return batch.to(policy.device)
+    logits = torch.stack(output.logits, 1)  # [B, steps, V]: step t's logits drew token t of the response
+    positions = [logits[i, : len(generated[i])] for i in keep]
+    return batch.to(policy.device), torch.log_softmax(torch.cat(positions).float(), dim=-1)
 
 
-def per_token_kl(policy, reference, batch: batching.Batch) -> torch.Tensor:
-    """sum over each response's positions of KL(pi_theta(.|s_t) || pi_ref(.|s_t)), per sequence [B]."""
-    p = logprobs.token_distributions(policy, batch)
+def per_token_kl(policy, reference, batch: batching.Batch, p: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over each response's positions of KL(pi_theta(.|s_t) || pi_ref(.|s_t)), per sequence [B]; `p`: pi_theta's
+    log-distributions at those positions when the sampling already computed them."""
+    p = logprobs.token_distributions(policy, batch) if p is None else p
     q = logprobs.token_distributions(reference, batch)
     per_position = (p.exp() * (p - q)).sum(-1).clamp(min=0)  # >= 0 exactly; the clamp removes float round-off
     rows = logprobs.scored_mask(batch).nonzero()[:, 0]
@@ -96,7 +107,7 @@ def estimate(
     policy.eval()
     values, tokens = [], 0
     for index, start in enumerate(range(0, len(prompts), batch_size)):
-        batch = sample_responses(
+        batch, p = sample_responses(
             policy,
             tokenizer,
             arch,
@@ -105,9 +116,13 @@ def estimate(
             max_new_tokens,
             seed * 1_000_003 + index,
             chat_template,
+            with_distributions=True,
         )
         if batch is not None:
-            values.append((per_token_kl if estimator == "per_token" else log_ratio)(policy, reference, batch))
+            if estimator == "per_token":
+                values.append(per_token_kl(policy, reference, batch, p))
+            else:
+                values.append(log_ratio(policy, reference, batch))
             tokens += batch.response_mask.sum().item()
     policy.train(was_training)
     values = torch.cat(values) if values else torch.zeros(0)

@@ -46,8 +46,24 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
+GROUP_WINDOW = 50  # optimizer steps' rows sorted by length together (group_by_length); as transformers' sampler
+
+
+def epoch_order(
+    n_rows: int, seed: int, epoch: int, lengths: torch.Tensor | None = None, batch: int = 1
+) -> torch.Tensor:
+    """The rows of one epoch in training order, derived from the seed (a resumed run sees the same). Given `lengths`:
+    rows of similar length share a batch (the shuffle cut into windows of GROUP_WINDOW batches, each sorted by
+    length, then the batches shuffled), so less of each batch is padding."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n_rows, generator=generator)
+    if lengths is None:
+        return order
+    window = batch * GROUP_WINDOW
+    grouped = [part[torch.argsort(lengths[part], descending=True, stable=True)] for part in torch.split(order, window)]
+    batches = list(torch.cat(grouped).split(batch))
+    whole, tail = (batches[:-1], batches[-1:]) if len(batches[-1]) < batch else (batches, [])
+    return torch.cat([whole[i] for i in torch.randperm(len(whole), generator=generator)] + tail)
 
 
 def make_accelerator(tcfg: dict) -> Accelerator:
@@ -227,7 +243,8 @@ def step_loop(s: Setup, run, started: float) -> None:
     for step in range(state["step"], s.total_steps):
         epoch, index = divmod(step, s.steps_per_epoch)
         if epoch != order_epoch:  # one shuffle per epoch, derived from the seed, so a resumed run sees the same
-            order_epoch, order = epoch, epoch_order(len(s.table), cell["seed"], epoch)
+            lengths = s.step_fn.pairs.lengths if tcfg["group_by_length"] else None
+            order_epoch, order = epoch, epoch_order(len(s.table), cell["seed"], epoch, lengths, per_step)
         loss_sum = 0.0
         for micro in range(tcfg["grad_accum"]):
             first = index * per_step + micro * tcfg["batch_size"] + acc.process_index * local
