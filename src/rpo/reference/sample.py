@@ -36,7 +36,9 @@ def sample_training_data(cfg: dict, model_name: str, model_dir, prompts_path, ou
         prompts,
         [{"prompt": p} for p in asked],
         partial,
-        generation.prompts_per_batch(gcfg, scfg["completions"]),
+        # batches of generate.batch_size sequences whatever sample_batch_size says: the batches (and their seeds)
+        # decide which completions are drawn, and a speed setting must not redraw the training set
+        generation.prompts_per_batch(gcfg | {"sample_batch_size": None}, scfg["completions"]),
         scfg["seed"],
         desc=f"sample {scfg['completions']} completions per prompt",
         per_prompt=scfg["completions"],

@@ -292,12 +292,11 @@ def _read_back(pending: list, state: dict, run, log_every: int, total_steps: int
     whose loss or gradient norm is not finite (its weights are never saved: a checkpoint or the final model is only
     written after this check)."""
     names = list(pending[0][4])
-    values = torch.stack(
-        [
-            torch.stack([loss, norm.float(), *(metrics[k].float() for k in names)])
-            for _, _, loss, norm, metrics in pending
-        ]
-    ).tolist()
+
+    def row(loss, norm, metrics):  # a metric may also be a plain number
+        return torch.stack([torch.as_tensor(v, device=loss.device).float() for v in (loss, norm, *metrics.values())])
+
+    values = torch.stack([row(loss, norm, metrics) for _, _, loss, norm, metrics in pending]).tolist()
     for (done, lr, *_), (loss, grad_norm, *metric_values) in zip(pending, values):
         _refuse_non_finite(done, loss, grad_norm)
         record = {"loss": loss, "lr": lr, "grad_norm": grad_norm, **dict(zip(names, metric_values))}
