@@ -20,6 +20,25 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Steps that read and write a few small files run where Snakemake runs, not as cluster jobs: on SLURM each job
+# pays a queue wait and a process start (seconds) for work that takes less (profiles/slurm/README.md).
+localrules:
+    resolve_config,
+    data_variant,
+    version_data,
+    table2,
+    table3,
+    ablation_table,
+    table_optimum,
+    figure1,
+    figure2,
+    figure3,
+    figure4,
+    paper_comparison,
+    mlflow_report_run,
+    latest_table,
+
+
 # Every rule's outputs stay under results/<name>/ or data/prepared/<name>/ (rpo.paths).
 try:
     rpo_paths.check_rule_outputs(workflow.rules, CFG)

@@ -238,6 +238,9 @@ def test_a_child_that_stops_mid_step_fails_the_step_instead_of_hanging(warm_env,
     try:
         _, err = step.communicate(timeout=60)
         assert step.returncode == 1 and "sent nothing for 6 s (stopped or hung)" in err, err
+        gone = time.monotonic() + 5  # SIGKILL reaches a stopped process asynchronously
+        while alive([child]) and time.monotonic() < gone:
+            time.sleep(0.05)
         assert not alive([child])
     finally:
         if alive([child]):
