@@ -140,9 +140,6 @@ class PaddedTable:
         self.response_width = self.full.response_mask.sum(1)  # seq2seq: the decoder's
         self.lengths = self.width + (self.response_width if self.full.labels is not None else 0)  # tokens per row
 
-    def __len__(self) -> int:
-        return len(self.width)
-
     def batch(self, rows: torch.Tensor) -> Batch:
         full, width = self.full, int(self.width[rows].max())
         trim = lambda t, w: t[rows, :w]  # noqa: E731

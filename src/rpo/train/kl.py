@@ -106,8 +106,9 @@ def estimate(
     was_training = policy.training
     policy.eval()
     values, tokens = [], 0
+    per_token = estimator == "per_token"  # only it reads the policy's distributions
     for index, start in enumerate(range(0, len(prompts), batch_size)):
-        batch, p = sample_responses(
+        drawn = sample_responses(
             policy,
             tokenizer,
             arch,
@@ -116,13 +117,13 @@ def estimate(
             max_new_tokens,
             seed * 1_000_003 + index,
             chat_template,
-            with_distributions=True,
+            with_distributions=per_token,
         )
+        batch, p = drawn if per_token else (drawn, None)
         if batch is not None:
-            if estimator == "per_token":
-                values.append(per_token_kl(policy, reference, batch, p))
-            else:
-                values.append(log_ratio(policy, reference, batch))
+            values.append(
+                per_token_kl(policy, reference, batch, p) if per_token else log_ratio(policy, reference, batch)
+            )
             tokens += batch.response_mask.sum().item()
     policy.train(was_training)
     values = torch.cat(values) if values else torch.zeros(0)

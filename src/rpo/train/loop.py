@@ -13,7 +13,7 @@ import math
 import random
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +138,7 @@ class Setup:
     out_dir: Path
     ckpt_dir: Path
     truncation: dict  # rows and tokens the length limits cut (batching.truncation)
-    clock: list = None  # (step, perf_counter) at each read-back: the steady-state step time
+    clock: list = field(default_factory=list)  # (step, perf_counter) at each read-back: the steady-state step time
 
 
 def setup(
@@ -216,7 +216,6 @@ def setup(
         out_dir,
         ckpt_dir,
         cut,
-        [],
     )
 
 
