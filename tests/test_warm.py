@@ -1,6 +1,7 @@
 """Warm start (RPO_WARM=1): `rpo` steps run in forked children of a server that imported torch, transformers and
 MLflow once, with the client's arguments, directory, environment, streams and exit code."""
 
+import contextlib
 import os
 import re
 import signal
@@ -63,6 +64,21 @@ def children(pid: int) -> list[int]:
     return alive(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
+def step_child(server: int, stream, fd: int) -> int:
+    """The server's child that runs the step whose stream `stream` (the test's end of a pipe) it took as its
+    descriptor `fd`. Other children come and go: a probe (`server_up`, the start helper) that connects and leaves
+    is forked a child too, which exits as soon as it finds the connection closed."""
+    pipe = os.readlink(f"/proc/self/fd/{stream.fileno()}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid in children(server):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == pipe:
+                    return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no child of the server {server} took the step's pipe {pipe}")
+
+
 def stop(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
 
@@ -123,10 +139,7 @@ def test_killing_the_client_stops_its_step(warm_env, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.time() + 30
-        while time.time() < deadline and not children(pid):
-            time.sleep(0.05)
-        (step,) = children(pid)
+        step = step_child(pid, client.stdin, 0)
         assert Path(f"/proc/{step}/cwd").resolve() == tmp_path.resolve()
         client.kill()
         client.wait()
@@ -230,10 +243,7 @@ def test_a_child_that_stops_mid_step_fails_the_step_instead_of_hanging(warm_env,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not children(server):
-        time.sleep(0.05)
-    (child,) = children(server)
+    child = step_child(server, step.stderr, 2)
     os.kill(child, signal.SIGSTOP)
     try:
         _, err = step.communicate(timeout=60)
