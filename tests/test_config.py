@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import BIN, REPO, run_env, snakemake, write_config
 
-from rpo import config
+from rpo import config, paper
 from rpo.errors import ConfigError
 
 OVERLAYS = {"paper_released.yaml": "paper.yaml"}  # an overlay is merged into the config it amends
@@ -234,6 +234,11 @@ def test_the_schema_allows_exactly_the_registered_objectives():
 
     schema = config.load_schema()
     assert set(schema["properties"]["methods"]["items"]["enum"]) == set(objectives.REGISTRY)
+    beta_names = schema["$defs"]["objective"]["properties"]["method_beta"]["propertyNames"]["enum"]
+    assert set(beta_names) == set(objectives.REGISTRY)
+    # the workflow's torch-free list of methods that read reference rewards is the registry's
+    needs = {name for name, o in objectives.REGISTRY.items() if o.needs_reference_rewards}
+    assert needs == set(paper.REFERENCE_REWARD_METHODS)
 
 
 def test_an_ablation_table_must_be_one_the_paper_defines(micro_config):

@@ -100,3 +100,53 @@ def test_kl_matched_regret_interpolates_along_the_curve_from_the_reference():
     assert math.isclose(optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 0.75), 6.25)
     assert optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 1.0) == 6.5
     assert math.isnan(optimum.optimum_at_kl(curve_kl, curve_reward, 4.0, 1.01))  # past the trusted curve: no value
+
+
+def test_the_quantile_optimum_estimate_converges_to_its_closed_form():
+    """QRPO's target pi*_q = pi_ref exp(q / beta) / Z, q the reward's share of the reference at or below it: the
+    estimate (each sample's quantile among its prompt's N samples, then the same importance weights) converges."""
+    cdf = np.array([P_REF[REWARD <= r].sum() for r in REWARD])
+    idx = np.random.default_rng(1).choice(len(P_REF), size=(30, 3000), p=P_REF)
+    quantiles = optimum.within_prompt_quantiles(REWARD[idx])
+    assert np.allclose(quantiles, cdf[idx], atol=0.03)
+    for beta in (0.2, 1.0):
+        star = P_REF * np.exp(cdf / beta)
+        star /= star.sum()
+        reward, kl = optimum.snis(quantiles, RAW[idx], beta)
+        assert abs(reward.mean() - (star * RAW).sum()) < 0.05
+        assert abs(kl.mean() - (star * np.log(star / P_REF)).sum()) < 0.01
+
+
+def test_best_of_n_matches_its_closed_form_and_its_kl_bound_holds():
+    order = np.argsort(REWARD)
+    cdf = np.cumsum(P_REF[order])
+    idx = np.random.default_rng(2).choice(len(P_REF), size=(400, 64), p=P_REF)
+    for n in (4, 16):
+        chosen = cdf**n - np.concatenate([[0.0], cdf[:-1]]) ** n  # P(best of n is the k-th worst response)
+        estimate = optimum.best_of_n(RAW[idx], n)
+        assert estimate.shape == (400,) and abs(estimate.mean() - (chosen * RAW[order]).sum()) < 0.05
+        exact_kl = (chosen * np.log(chosen / P_REF[order])).sum()
+        assert exact_kl <= optimum.best_of_n_kl_bound(n) and optimum.best_of_n_kl_bound(n) - exact_kl < 1.0
+    assert optimum.best_of_n(RAW[idx][:, :3], 4) is None  # fewer samples than n: no estimate
+    assert math.isclose(optimum.best_of_n_kl_bound(4), math.log(4) - 0.75)
+
+
+def test_landmarks_pair_sft_with_best_of_n_and_qrpos_regret_with_rpos_on_the_same_resamples():
+    cfg = {"score": {"bootstrap": {"samples": 300, "confidence": 0.95, "seed": 0}}}
+    rng = np.random.default_rng(0)
+    best = rng.normal(5.0, 1.0, size=40)  # per prompt
+    sft = best[None, :] - 0.5 + rng.normal(0, 0.05, size=(3, 40))  # 0.5 below best-of-4 on every prompt
+    regret_b = rng.normal(1.0, 0.3, size=300)
+    policies = [
+        dict(method="sft", ablation="default", seeds=3, values=sft, regret=1.0, regret_b=regret_b),
+        dict(method="rpo", ablation="default", seeds=3, values=sft, regret=1.2, regret_b=regret_b + 0.2),
+        dict(method="qrpo", ablation="default", seeds=3, values=sft, regret=1.0, regret_b=regret_b),
+    ]
+    found = {(m["a"], m["b"]): m for m in optimum.landmarks(cfg, policies, {4: dict(per_prompt=best)})}
+    sft_gap = found[("sft", "best-of-4")]
+    assert math.isclose(sft_gap["value"], -0.5, abs_tol=0.02) and sft_gap["ci"][1] < 0
+    # the resamples are shared, so a constant difference in regret has a point interval
+    qrpo = found[("qrpo", "rpo")]
+    assert math.isclose(qrpo["value"], -0.2) and np.allclose(qrpo["ci"], (-0.2, -0.2))
+    policies[1]["regret_b"] = np.full(300, math.nan)  # RPO past the trusted curve: no regret to compare
+    assert ("qrpo", "rpo") not in {(m["a"], m["b"]) for m in optimum.landmarks(cfg, policies, {})}

@@ -86,3 +86,14 @@ def test_seeds_are_paired_by_their_number():
     b = ([2, 0], np.array([[3.0, 3.0], [1.0, 1.0]]))
     seeds, diff = paired.difference(a, b)
     assert seeds == [0, 2] and np.allclose(diff, 0.0)
+
+
+def test_each_ablated_method_is_compared_with_its_own_default_and_the_reference():
+    cfg = {"methods": ["rpo", "qrpo"], "ablations": {"default": {}, "beta5": {}}}
+    runs = {(m, a): None for m in ("reference", "rpo", "qrpo") for a in ("default",)}
+    runs |= {("rpo", "beta5"): None, ("qrpo", "beta5"): None}
+    pairs = paired.comparisons(cfg, runs)
+    assert (("qrpo", "beta5"), ("qrpo", "default")) in pairs and (("qrpo", "beta5"), ("reference", "default")) in pairs
+    assert (("rpo", "beta5"), ("rpo", "default")) in pairs
+    assert (("qrpo", "beta5"), ("rpo", "default")) not in pairs  # another method's default is not its baseline
+    assert (("qrpo", "default"), ("rpo", "default")) in pairs

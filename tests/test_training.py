@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -157,7 +158,7 @@ def test_length_grouped_epochs_cover_every_row_once_with_less_padding():
 
 
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
-@pytest.mark.parametrize("method", ["sft", "rpo", "dro", "kto"])
+@pytest.mark.parametrize("method", ["sft", "rpo", "dro", "kto", "qrpo"])
 def test_every_objective_learns_on_both_architectures(prepared, model_name, method):
     root, cfg, _ = prepared
     objective = objectives.get(method)
@@ -180,6 +181,35 @@ def test_every_objective_learns_on_both_architectures(prepared, model_name, meth
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0], losses  # measured: SFT 0.78-0.85x, the others below 0.01x
+
+
+def test_qrpo_reads_reference_rewards_and_names_the_file_missing_a_prompt(prepared, tmp_path):
+    root, cfg, _ = prepared
+    train = pd.read_parquet(root / "data/train.parquet")
+    pool = train[["prompt_id"]].assign(reward=train["reward"].to_numpy() + 0.5)  # shifted: other quantiles
+    pool.to_parquet(tmp_path / "good.parquet")
+    table = training_table(
+        cfg,
+        objectives.get("qrpo"),
+        root / "data/train.parquet",
+        root / "llama/ref.parquet",
+        None,
+        tmp_path / "good.parquet",
+    )
+    assert len(table) == len(train) and ((table["quantile"] >= 0) & (table["quantile"] <= 1)).all()
+    own = training_table(cfg, objectives.get("qrpo"), root / "data/train.parquet", root / "llama/ref.parquet")
+    assert not np.allclose(own["quantile"], table["quantile"])  # the file, not the prompt's own completions
+    first = train["prompt_id"].iloc[0]
+    pool[pool["prompt_id"] != first].to_parquet(tmp_path / "short.parquet")
+    with pytest.raises(ValueError, match=r"short\.parquet: QRPO: 1 training prompts have no reference rewards"):
+        training_table(
+            cfg,
+            objectives.get("qrpo"),
+            root / "data/train.parquet",
+            root / "llama/ref.parquet",
+            None,
+            tmp_path / "short.parquet",
+        )
 
 
 def _train_cmd(root, cfg_path, model, out, extra=()):

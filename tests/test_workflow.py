@@ -84,6 +84,25 @@ def test_ablations_plan_their_data_variants(tmp_path, micro_config):
     assert "--train data/prepared/micro/train_noise0.1.parquet" in result.stdout
 
 
+def test_qrpo_plans_its_reference_rewards_only_where_a_reward_can_score_them(tmp_path, micro_config):
+    """QRPO's train and diagnose jobs read each model's scored reference samples (the synthetic world); the other
+    methods never do; without a reward model (or ref_samples 0) QRPO uses the prompt's own completions."""
+    micro_config["methods"] = ["rpo", "qrpo"]
+    micro_config["ablations"] = {"default": {}, "beta5": {"methods": ["rpo", "qrpo"], "objective": {"beta": 5.0}}}
+    cfg = write_config(tmp_path / "micro.yaml", micro_config)
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(cfg))
+    counts = job_counts(result.stdout)
+    assert counts["reference_rewards"] == 2 and counts["train"] == 2 * 2 * 2
+    train_commands = [line for line in result.stdout.splitlines() if " train --config" in line]
+    with_rewards = [line for line in train_commands if "--ref-rewards results/micro/" in line]
+    assert len(with_rewards) == 4 and all("--method qrpo" in line for line in with_rewards)
+    assert "reference/qrpo_rewards.parquet" in result.stdout
+    micro_config["objective"] = {"qrpo": {"ref_samples": 0}}
+    cfg = write_config(tmp_path / "micro.yaml", micro_config)
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(cfg))
+    assert "reference_rewards" not in job_counts(result.stdout) and "--ref-rewards" not in result.stdout
+
+
 def test_lint_is_clean():
     result = snakemake(REPO, "--lint")
     assert "Congratulations" in result.stdout + result.stderr

@@ -124,6 +124,12 @@ def cmd_reference_samples(args) -> None:
     )
 
 
+def cmd_reference_rewards(args) -> None:
+    from rpo.reference import optimum
+
+    print(json.dumps(optimum.sample_reference_rewards(_config(args), args.model, args.model_dir, args.train, args.out)))
+
+
 def cmd_ref_logprobs(args) -> None:
     from rpo.reference import logprobs
 
@@ -139,7 +145,15 @@ def cmd_train(args) -> None:
         versioning.check_pointer(args.dvc_pointer, tables)
 
     summary = loop.train(
-        _config(args), _cell(args), args.init, args.train, args.ref, args.out_dir, args.base_train, args.eval
+        _config(args),
+        _cell(args),
+        args.init,
+        args.train,
+        args.ref,
+        args.out_dir,
+        args.base_train,
+        args.eval,
+        args.ref_rewards,
     )
     print(json.dumps({k: summary.get(k) for k in ("steps", "first_loss", "final_loss", "wall_time_s")}))
 
@@ -189,7 +203,15 @@ def cmd_diagnose(args) -> None:
 
     samples = {"test": args.test_samples, "train": args.train_samples}
     result = diagnose.diagnose(
-        _config(args), _cell(args), args.model_dir, samples, args.train, args.ref, args.base_train, args.out
+        _config(args),
+        _cell(args),
+        args.model_dir,
+        samples,
+        args.train,
+        args.ref,
+        args.base_train,
+        args.out,
+        args.ref_rewards,
     )
     print(json.dumps({k: result[k]["kl_to_optimum"] for k in samples if k in result}))
 
@@ -294,10 +316,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--train-out", help="also draw them for optimum.train_prompts training prompts, into this file")
 
+    p = step(
+        "reference-rewards",
+        cmd_reference_rewards,
+        "draw objective.qrpo.ref_samples completions per training prompt from the reference and score them by the "
+        "true reward (QRPO's quantile rewards)",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--train", required=True, help="the model's training table: its prompts and reward standardisation")
+    p.add_argument("--out", required=True)
+
     p = step("train", cmd_train, "train one (model, method, ablation, seed) cell", cell=True)
     p.add_argument("--init", required=True, help="reference/initial model folder")
     p.add_argument("--train", required=True)
     p.add_argument("--ref", help="cached reference log-probs (methods that need them)")
+    p.add_argument(
+        "--ref-rewards", help="QRPO: scored reference samples per training prompt (else its own completions)"
+    )
     p.add_argument("--base-train", help="the full training table the cache is aligned with (when --train is a variant)")
     p.add_argument("--eval", help="held-out table; its first prompts are used to track KL(pi_theta || pi_ref)")
     p.add_argument("--dvc-pointer", help="the prepared data's .dvc pointer: the tables read are checked against it")
@@ -338,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose",
         cmd_diagnose,
         "where a policy loses the optimum's gain: KL(pi* || pi_theta) on the reference's samples of test and "
-        "training prompts, its implied reward, and (RPO, DRO) the fit of its regression on the training rows",
+        "training prompts, its implied reward, and (RPO, DRO, QRPO) the fit of its regression on the training rows",
         cell=True,
     )
     p.add_argument("--model-dir", required=True)
@@ -347,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="the run's training table")
     p.add_argument("--base-train", required=True, help="the full training table the reference cache is aligned with")
     p.add_argument("--ref", required=True, help="cached reference log-probs of the training table")
+    p.add_argument("--ref-rewards", help="QRPO: scored reference samples per training prompt")
     p.add_argument("--out", required=True)
 
     p = step(

@@ -375,6 +375,17 @@ def optimum_enabled(cfg: dict) -> bool:
     )
 
 
+def draws_reference_rewards(cfg: dict) -> bool:
+    """QRPO's reference rewards are drawn from each model's reference and scored where the reward can be computed
+    (the synthetic world), objective.qrpo.ref_samples > 0 and some ablation trains a method that reads them."""
+    methods = {m for a in cfg["ablations"] for m in ablation_methods(cfg, a)}
+    return (
+        cfg["data"]["source"] == "synthetic"
+        and cfg["objective"]["qrpo"]["ref_samples"] > 0
+        and bool(methods & set(paper.REFERENCE_REWARD_METHODS))
+    )
+
+
 def trained_betas(cfg: dict) -> list[float]:
     """Every beta a run of this config trains with (per method, the default's and the ablations' overrides)."""
     return sorted({run_beta(cfg, m, a) for a in cfg["ablations"] for m in ablation_methods(cfg, a)})

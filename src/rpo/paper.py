@@ -14,6 +14,9 @@ from typing import Callable
 PAPER_CSV = Path(__file__).with_name("paper_reported.csv")
 
 BASELINES = ("sft", "kto", "dro")
+# Beyond the paper: methods whose objective reads reference rewards per training prompt (QRPO's quantiles); the
+# registry entry says the same (Objective.needs_reference_rewards), this name keeps torch out of the workflow.
+REFERENCE_REWARD_METHODS = ("qrpo",)
 # The policy every method starts from, evaluated and judged like a method: its row in every table.
 REFERENCE = "reference"
 

@@ -25,6 +25,7 @@ RUN_DIR = f"{RESULTS}/{{model}}/{{method}}/{{ablation}}/seed{{seed}}"
 REFERENCE_MODEL = f"{RESULTS}/{{model}}/reference/model"
 REFERENCE_SEED = rpo_config.ablation_seeds(CFG, "default")[0]
 OPTIMUM = rpo_config.optimum_enabled(CFG)
+REFERENCE_REWARDS = rpo_config.draws_reference_rewards(CFG)
 DATA = f"data/prepared/{CFG['name']}"
 JUDGES = list(CFG["judge"]["judges"])
 TABLE_DIR = f"{RESULTS}/tables"
@@ -137,6 +138,17 @@ def training_table(wildcards):
     """The full training table, or the ablation's density/noise variant of it."""
     name = rpo_config.training_table_name(ABLATION_CFG[wildcards.ablation])
     return f"{model_data(wildcards.model)}/{name}.parquet"
+
+
+def reference_rewards(wildcards):
+    """QRPO's scored reference samples per training prompt, for the methods that read them, where the config draws
+    them (else the method measures each reward against the prompt's own completions)."""
+    needed = REFERENCE_REWARDS and wildcards.method in paper.REFERENCE_REWARD_METHODS
+    return [f"{RESULTS}/{wildcards.model}/{paper.REFERENCE}/qrpo_rewards.parquet"] if needed else []
+
+
+def reference_rewards_flag(wildcards, input):
+    return f"--ref-rewards {input.ref_rewards}" if input.ref_rewards else ""
 
 
 def data_pointer():

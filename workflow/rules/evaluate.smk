@@ -106,6 +106,7 @@ rule diagnose:
         train=training_table,
         base=base_training_table,
         ref=rules.reference_logprobs.output,
+        ref_rewards=reference_rewards,
     output:
         f"{RUN_DIR}/diagnosis.json",
     log:
@@ -114,9 +115,11 @@ rule diagnose:
         CONDA_ENV
     resources:
         mem_mb=3000,
+    params:
+        ref_rewards=reference_rewards_flag,
     shell:
         rpo_step(
             f"diagnose --config {{input.config}} {CELL_ARGS} --model-dir {{input.model}} --test-samples {{input.test}} "
             "--train-samples {input.samples} --train {input.train} --base-train {input.base} --ref {input.ref} "
-            "--out {output}"
+            "{params.ref_rewards} --out {output}"
         )

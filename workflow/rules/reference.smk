@@ -81,3 +81,24 @@ rule reference_samples:
             "reference-samples --config {input.config} --model {wildcards.model} --model-dir {input.model} "
             "--eval {input.eval} --train {input.train} --out {output.test} --train-out {output.train}"
         )
+
+
+# QRPO's reference rewards: objective.qrpo.ref_samples completions per training prompt from the reference, scored.
+rule reference_rewards:
+    input:
+        config=SHARED_CONFIG,
+        model=rules.init_model.output,
+        train=base_training_table,
+    output:
+        f"{RESULTS}/{{model}}/reference/qrpo_rewards.parquet",
+    log:
+        log_file("{model}/reference_rewards"),
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=3000,
+    shell:
+        rpo_step(
+            "reference-rewards --config {input.config} --model {wildcards.model} --model-dir {input.model} "
+            "--train {input.train} --out {output}"
+        )

@@ -7,6 +7,7 @@ rule train:
         ref=rules.reference_logprobs.output,
         eval=rules.prepare_data.output.eval,
         pointer=data_pointer(),
+        ref_rewards=reference_rewards,
     output:
         model=directory(f"{RUN_DIR}/model"),
         summary=f"{RUN_DIR}/train.json",
@@ -20,10 +21,11 @@ rule train:
     params:
         launcher=train_launcher,
         dvc=lambda wildcards, input: f"--dvc-pointer {input.pointer}" if input.pointer else "",
+        ref_rewards=reference_rewards_flag,
     shell:
         rpo_step(
             f"train --config {{input.config}} {CELL_ARGS} --init {{input.init}} --train {{input.train}} "
-            "--base-train {input.base} --ref {input.ref} --eval {input.eval} {params.dvc} "
+            "--base-train {input.base} --ref {input.ref} --eval {input.eval} {params.dvc} {params.ref_rewards} "
             "--out-dir $(dirname {output.summary})",
             launcher="{params.launcher}",
         )

@@ -10,7 +10,9 @@ on the test prompts and on training prompts (optimum.train_prompts). Small on tr
 prompts: the policy fits what it saw and does not generalise; large on both: the optimisation (or the training
 signal: the partition estimate from a few completions) falls short. Beside it, the policy's implied reward beta * h
 against the true reward r on the same samples (within each prompt, centred): slope 1 and R^2 1 for pi*. For RPO
-and DRO also the regression itself on their training rows: the learned h against its target (r - V_hat) / beta.
+and DRO also the regression itself on their training rows: the learned h against its target (r - V_hat) / beta;
+for QRPO against its target (q - beta log Z) / beta, and its KL to its own target pi*_q (exp(q/beta) in place of
+exp(r/beta), q the sample's quantile among its prompt's N reference samples).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from rpo import config as config_lib
 from rpo import io, tracking
 from rpo.models import build, logprobs
 from rpo.reference.logprobs import score_rows, score_sampled
-from rpo.report.optimum import snis_weights
+from rpo.report.optimum import snis_weights, within_prompt_quantiles
 from rpo.train import objectives
 from rpo.train.inputs import training_table
 
-REGRESSION_METHODS = ("rpo", "dro")
+REGRESSION_METHODS = ("rpo", "dro", "qrpo")
 
 
 def kl_to_optimum(rewards: np.ndarray, h: np.ndarray, beta: float) -> np.ndarray:
@@ -56,13 +58,32 @@ def implied_reward_fit(rewards: np.ndarray, h: np.ndarray, beta: float) -> dict:
     return fit(centred(rewards), centred(beta * h))
 
 
+def regression_target(cfg: dict, table: pd.DataFrame, method: str) -> np.ndarray:
+    """The log-ratio each training row is regressed on: (r - V_hat)/beta (RPO), (q - beta log Z)/beta (QRPO)."""
+    beta = cfg["objective"]["beta"]
+    if method == "qrpo":
+        log_z = objectives.quantile_log_partition(beta, cfg["objective"]["qrpo"]["log_z"] == "exact")
+        return table["quantile"].to_numpy(float) / beta - log_z
+    return (table["reward"].to_numpy(float) - table["v_hat"].to_numpy(float)) / beta
+
+
 def _matrices(frame: pd.DataFrame, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shape = (frame["prompt_id"].nunique(), -1)
     return frame["reward"].to_numpy(float).reshape(shape), h.reshape(shape)
 
 
 @torch.no_grad()
-def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_path, base_train_path, out_path) -> dict:
+def diagnose(
+    cfg: dict,
+    cell: dict,
+    model_dir,
+    samples: dict,
+    train_path,
+    ref_path,
+    base_train_path,
+    out_path,
+    ref_rewards_path=None,
+) -> dict:
     """`samples`: {'test': path, 'train': path} of the reference's scored samples (with their reference log-probs)."""
     run_cfg = config_lib.for_run(cfg, cell["model"], cell["method"], cell["ablation"])
     spec, tcfg, beta = run_cfg["models"][cell["model"]], run_cfg["train"], run_cfg["objective"]["beta"]
@@ -91,8 +112,11 @@ def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_pa
             "kl_to_optimum_per_prompt": kl.tolist(),
             "implied_reward": implied_reward_fit(rewards, h, beta),
         }
+        if cell["method"] == "qrpo":
+            out[split]["kl_to_own_target"] = float(kl_to_optimum(within_prompt_quantiles(rewards), h, beta).mean())
     if cell["method"] in REGRESSION_METHODS:
-        table = training_table(run_cfg, objectives.get("rpo"), train_path, ref_path, base_train_path)
+        method = "qrpo" if cell["method"] == "qrpo" else "rpo"  # DRO's value model is not kept: RPO's V_hat instead
+        table = training_table(run_cfg, objectives.get(method), train_path, ref_path, base_train_path, ref_rewards_path)
         sums, counts = score_rows(
             model,
             tokenizer,
@@ -104,7 +128,7 @@ def diagnose(cfg: dict, cell: dict, model_dir, samples: dict, train_path, ref_pa
         )
         reduction = run_cfg["objective"]["logprob_reduction"]
         policy = logprobs.reduce(torch.tensor(sums), torch.tensor(counts), reduction).numpy()
-        target = (table["reward"].to_numpy(float) - table["v_hat"].to_numpy(float)) / beta
+        target = regression_target(run_cfg, table, method)
         out["regression"] = {"rows": len(table), **fit(target, policy - table["ref_logp"].to_numpy(float))}
     with tracking.run(cfg, "diagnose", Path(out_path).parent, cell) as run:
         flat = {f"{split}_kl_to_optimum": out[split]["kl_to_optimum"] for split in samples if split in out}

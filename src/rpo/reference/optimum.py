@@ -1,5 +1,6 @@
-"""N completions per held-out prompt drawn from the reference, scored by the synthetic world's true reward: the
-sample the KL-regularised optimum is estimated from (rpo.report.optimum)."""
+"""Completions drawn from the reference and scored by the synthetic world's true reward: N per held-out prompt, the
+sample the KL-regularised optimum is estimated from (rpo.report.optimum), and K per training prompt, the reference
+rewards QRPO's quantile rewards are measured against."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ def reward_scale(train: pd.DataFrame) -> tuple[float, float]:
 
 
 def _draw(
-    cfg: dict, model_name: str, generator, prompts: pd.DataFrame, n: int, partial: Path, pass_index: int, desc: str
+    cfg: dict,
+    model_name: str,
+    generator,
+    prompts: pd.DataFrame,
+    n: int,
+    partial: Path,
+    pass_index: int,
+    desc: str,
+    seed: int | None = None,
 ) -> list:
     return generation.generate_rows(
         generator,
@@ -36,7 +45,7 @@ def _draw(
         ],
         partial,
         generation.prompts_per_batch(cfg["generate"], n),
-        cfg["optimum"]["seed"],
+        cfg["optimum"]["seed"] if seed is None else seed,
         pass_index=pass_index,
         desc=desc,
         keep_ids=True,
@@ -87,3 +96,31 @@ def sample_for_optimum(cfg: dict, model_name: str, model_dir, eval_path, train_p
         "train_reward_mean": mean,
         "train_reward_std": std,
     }
+
+
+def sample_reference_rewards(cfg: dict, model_name: str, model_dir, train_path, out_path) -> dict:
+    """objective.qrpo.ref_samples completions per training prompt from the reference, each with its true reward
+    (raw and on the training table's standardised scale, the one the quantile compares the training rewards on)."""
+    qcfg = cfg["objective"]["qrpo"]
+    train = pd.read_parquet(train_path)
+    mean, std = reward_scale(train)
+    gcfg = generation.plain_sampling(cfg["generate"], cfg["generate"]["max_new_tokens"])
+    generator = generation.make_generator(cfg, model_name, model_dir, gcfg)
+    prompts = train.drop_duplicates("prompt_id")[["prompt_id", "prompt"]].sort_values("prompt_id")
+    k, out_path = qcfg["ref_samples"], Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    desc = f"{k} reference samples per training prompt ({model_name})"
+    rows = _draw(cfg, model_name, generator, prompts, k, partial, 0, desc, seed=qcfg["seed"])
+    raw = np.array([synthetic.reward(r["prompt"], r["generation"]) for r in rows])
+    table = pd.DataFrame(
+        {
+            "prompt_id": [r["prompt_id"] for r in rows],
+            "sample": [r["sample"] for r in rows],
+            "response": [r["generation"] for r in rows],
+            "reward_raw": raw,
+            "reward": (raw - mean) / std,
+        }
+    )
+    io.write_parquet(table, out_path)
+    partial.unlink()
+    return {"prompts": len(prompts), "samples_per_prompt": k, "reward_raw_mean": float(raw.mean())}

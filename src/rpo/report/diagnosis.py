@@ -23,8 +23,10 @@ from rpo.train import objectives
 SPLITS = (("train", "training"), ("test", "test"))
 
 
-def _reference_kl(samples: pd.DataFrame, model: str, beta: float) -> np.ndarray:
+def _reference_kl(samples: pd.DataFrame, model: str, beta: float, quantile: bool = False) -> np.ndarray:
+    """Per prompt: KL(pi* || pi_ref) at beta, or with `quantile` KL(pi*_q || pi_ref) (QRPO's target)."""
     _, rewards, _ = optimum.sample_matrix(samples, model)
+    rewards = optimum.within_prompt_quantiles(rewards) if quantile else rewards
     return kl_to_optimum(rewards, np.zeros_like(rewards), beta)
 
 
@@ -102,7 +104,7 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
         "Regression slope / R^2 (training rows)",
         "Seeds",
     ]
-    rows, tidy, notes_v = [], [], []
+    rows, tidy, notes_v, notes_own = [], [], [], []
 
     def record(model, row, metric, value, ci=(math.nan, math.nan), seeds=1):
         tidy.append(dict(model=model, row=row, metric=metric, value=value, ci_low=ci[0], ci_high=ci[1], seeds=seeds))
@@ -147,6 +149,12 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
             regression = runs["regression"].dropna().tolist() if "regression" in runs else []
             row.append(mean_fit(model, label, "regression", "train", regression, seeds) if regression else "-")
             rows.append(row + [str(seeds)])
+            own = [r.get("kl_to_own_target") for r in runs["test"]]
+            if all(v is not None for v in own):  # QRPO: its distance to its own target pi*_q, and the reference's
+                b = float(runs["beta"].iloc[0])
+                start = float(_reference_kl(test_samples, model, b, quantile=True).mean())
+                record(model, label, "kl_to_own_target:test", float(np.mean(own)), seeds=seeds)
+                notes_own.append(f"| {model} | {label} | {b:g} | {start:.3f} | {np.mean(own):.3f} |")
         tables = inputs.of("train.parquet")  # the model's own (sampled from its reference), else the shared one
         training = [t for t in tables if t.parent.parent.name == model]
         training = training or [t for t in tables if t.parent.parent.name not in cfg["models"]]
@@ -164,9 +172,19 @@ def table(cfg: dict, inputs: Inputs, fmt) -> tuple[list, list, list, pd.DataFram
         "towards pi* is below the reference's row. Training small and test large: it does not generalise; both at "
         "the reference's level or above: the optimisation or the training signal falls short. Implied reward: "
         "beta * (log pi - log pi_ref) against the true standardised reward within each test prompt (pi*: slope 1, "
-        "R^2 1). Regression (RPO, DRO): the learned log-ratio against its target (r - V_hat) / beta on the training "
-        "rows (a perfect fit: slope 1, R^2 1). Mean over seeds.",
+        "R^2 1). Regression (RPO, DRO, QRPO): the learned log-ratio against its target, (r - V_hat) / beta (QRPO: "
+        "q / beta - log Z), on the training rows (a perfect fit: slope 1, R^2 1). Mean over seeds.",
     ]
+    if notes_own:
+        notes += [
+            "",
+            "QRPO against its own target pi*_q = pi_ref exp(q/beta) / Z (q: each sample's quantile among its prompt's "
+            "reference samples), KL(pi*_q || pi) on the test prompts, mean over seeds:",
+            "",
+            "| Model | Policy | beta | Reference: KL(pi*_q \\|\\| pi_ref) | Policy: KL(pi*_q \\|\\| pi) |",
+            "|---|---|---|---|---|",
+            *notes_own,
+        ]
     if notes_v:
         notes += [
             "",

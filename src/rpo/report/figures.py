@@ -23,8 +23,9 @@ from rpo.report.inputs import Inputs  # noqa: E402
 
 def frontier_figure(cfg: dict, inputs: Inputs):
     """Per model: the optimum's (KL, reward) curve over beta (solid where trusted, dotted past log N / 2), the
-    reference at KL 0, and every trained policy at its final KL and sampled true reward (95% intervals: two-way
-    bootstrap for the reward, across seeds for the KL); hollow markers: a KL past the trusted curve."""
+    reference at KL 0, QRPO's target pi*_q, best-of-n at its analytic KL bound (a bar to the left: its KL is at most
+    that), and every trained policy at its final KL and sampled true reward (95% intervals: two-way bootstrap for the
+    reward, across seeds for the KL); hollow markers: a KL past the trusted curve."""
     data = optimum.frontier(cfg, inputs)
     fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), squeeze=False)
     palette = dict(zip(cfg["methods"], sns.color_palette(n_colors=len(cfg["methods"]))))
@@ -59,6 +60,28 @@ def frontier_figure(cfg: dict, inputs: Inputs):
             fmt="ks",
             label="reference",
         )
+        for beta, star in f["quantile_optimum"].items():
+            ax.errorbar(
+                [star["kl"]],
+                [star["reward"]],
+                yerr=[[star["reward"] - star["reward_ci"][0]], [star["reward_ci"][1] - star["reward"]]],
+                fmt="D",
+                color="0.3",
+                markerfacecolor="white",
+                label=f"pi*_q (QRPO's target, beta {beta:g})",
+            )
+        for size, b in f["best_of"].items():
+            ax.errorbar(
+                [b["kl_bound"]],
+                [b["reward"]],
+                xerr=[[b["kl_bound"]], [0.0]],
+                yerr=[[b["reward"] - b["reward_ci"][0]], [b["reward_ci"][1] - b["reward"]]],
+                fmt="*",
+                ms=9,
+                color="0.45",
+                elinewidth=0.6,
+                label=f"best-of-{size} (at its KL bound)",
+            )
         for p in f["policies"]:  # the methods at their default beta, and the runs that change beta
             if p["method"] not in palette or not len(p["kl_seeds"]):
                 continue

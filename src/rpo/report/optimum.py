@@ -19,6 +19,15 @@ own final KL (interpolated along the trusted curve) minus the policy's reward. R
 pi*(beta), also get their share of its gain (R_method - R_ref) / (R_*(beta) - R_ref). R is the true reward of plain
 samples (temperature 1): R_method from its sampled evaluation, R_ref and R_* from the reference's N samples.
 Intervals: the two-way bootstrap over seeds and prompts (rpo.report.paired).
+
+QRPO (beyond the paper) aims at its own target pi*_q(y|x) = pi_ref(y|x) exp(q(x,y)/beta) / Z, q the reward's quantile
+under the reference; estimated the same way with q_j = the share of the prompt's N samples with a reward at or below
+r_j in place of r_j. Its share is of pi*_q's gain; its regret, like every policy's, against the true-reward curve.
+
+Best-of-n (evaluation only): each prompt's N samples in N // n groups of n, the best of each by the true reward; its
+reward is the mean over groups, its KL at most log n - (n - 1)/n (Beirami et al. 2024: the analytic bound).
+Landmark comparisons, paired on the same prompts (and resamples): SFT (trained on each prompt's best of its
+completions) against best-of-n, and QRPO's KL-matched regret against RPO's.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from rpo.report.inputs import Inputs, zero_share
 
 # The methods whose stated target is pi*(beta) itself (regress beta * log-ratio on r - V): their share of its gain.
 SHARE_METHODS = ("rpo", "dro")
+# QRPO's target is pi*_q(beta), the optimum of the quantile reward: its share is of that one's gain.
+QUANTILE_METHODS = ("qrpo",)
 
 
 def snis(rewards: np.ndarray, raw: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +76,24 @@ def trusted(kl: float, n: int) -> bool:
     so this says the weights' perplexity exp(H(w)) is at least sqrt(N) (8 of 64 samples still carry the estimate).
     Beyond it the estimate flattens at log N because N samples cannot say more, not because of pi*."""
     return kl <= 0.5 * math.log(n)
+
+
+def within_prompt_quantiles(rewards: np.ndarray) -> np.ndarray:
+    """[P, N]: each sample's share of its prompt's N samples with a reward at or below its own (QRPO's q)."""
+    return (rewards[:, None, :] <= rewards[:, :, None]).mean(2)
+
+
+def best_of_n(raw: np.ndarray, n: int) -> np.ndarray | None:
+    """Per prompt: the mean true reward of best-of-n over the N // n disjoint groups of its samples (None: N < n)."""
+    groups = raw.shape[1] // n
+    if groups == 0:
+        return None
+    return raw[:, : groups * n].reshape(raw.shape[0], groups, n).max(2).mean(1)
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """KL(best-of-n || pi_ref) <= log n - (n - 1) / n."""
+    return math.log(n) - (n - 1) / n
 
 
 def sample_matrix(samples: pd.DataFrame, model: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -127,6 +156,26 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                 )
             )
         optimum = {c["beta"]: c for c in curve}
+        quantiles = within_prompt_quantiles(rewards)
+        quantile_optimum = {}
+        for beta in quantile_betas(cfg):
+            best, kl_star = snis(quantiles, raw, beta)
+            quantile_optimum[beta] = dict(
+                beta=beta,
+                reward=best.mean(),
+                reward_ci=_ci(best, cfg),
+                kl=kl_star.mean(),
+                kl_ci=_ci(kl_star, cfg),
+                trusted=trusted(kl_star.mean(), n),
+                per_prompt=best,
+            )
+        best_of = {}
+        for size in cfg["optimum"]["best_of"]:
+            if (values := best_of_n(raw, size)) is not None:
+                best_of[size] = dict(
+                    n=size, reward=values.mean(), reward_ci=_ci(values, cfg), kl_bound=best_of_n_kl_bound(size)
+                )
+                best_of[size]["per_prompt"] = values
         good = [c for c in curve if c["trusted"]]
         good_reward = np.array([c["per_prompt"] for c in good]).reshape(len(good), len(prompts))
         good_kl = np.array([c["kl_per_prompt"] for c in good]).reshape(len(good), len(prompts))
@@ -161,8 +210,10 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                     - reward_b
                 )
             share = share_ci = None
-            if method in SHARE_METHODS and star["trusted"]:  # an untrusted optimum has no gain to share
-                star_gain = star["per_prompt"] - ref_per_prompt
+            if method in QUANTILE_METHODS:
+                star = quantile_optimum[beta]
+            if (method in SHARE_METHODS or method in QUANTILE_METHODS) and star["trusted"]:  # an untrusted optimum
+                star_gain = star["per_prompt"] - ref_per_prompt  # has no gain to share
                 share = gain.mean() / star_gain.mean()
                 share_b = paired.resampled_means(gain, seed_idx, prompt_idx) / star_gain[prompt_idx].mean(1)
                 share_ci = paired.percentile(share_b, boot["confidence"])
@@ -186,6 +237,8 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                     share=share,
                     share_ci=share_ci,
                     target_zero_share=zero_share(inputs, model, method, ablation),
+                    values=values,
+                    regret_b=regret_b,
                 )
             )
         out[model] = dict(
@@ -197,6 +250,61 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
             optimum=optimum,
             max_trusted_kl=max_trusted_kl,
             policies=policies,
+            quantile_optimum=quantile_optimum,
+            best_of=best_of,
+            landmarks=landmarks(cfg, policies, best_of),
+        )
+        for b in best_of.values():
+            b["regret_bound"] = regret_on_curve(out[model], b["kl_bound"], b["reward"])
+    return out
+
+
+def regret_on_curve(f: dict, kl: float, reward: float) -> float:
+    """The optimum's reward at `kl` along a model's trusted curve (see `optimum_at_kl`) minus `reward`."""
+    good = [c for c in f["curve"] if c["trusted"]]
+    curve_kl, curve_reward = np.array([c["kl"] for c in good]), np.array([c["reward"] for c in good])
+    return optimum_at_kl(curve_kl, curve_reward, f["reference"], kl) - reward
+
+
+def quantile_betas(cfg: dict) -> list[float]:
+    """The betas QRPO trains with in this config (its pi*_q is estimated at each)."""
+    return sorted(
+        {
+            config_lib.run_beta(cfg, m, a)
+            for a in cfg["ablations"]
+            for m in config_lib.ablation_methods(cfg, a)
+            if m in QUANTILE_METHODS
+        }
+    )
+
+
+def landmarks(cfg: dict, policies: list[dict], best_of: dict) -> list[dict]:
+    """Paired comparisons against the landmarks, on the same test prompts: SFT (each prompt's best completion
+    imitated) minus best-of-n in true reward, and QRPO's KL-matched regret minus RPO's (same resamples)."""
+    boot = cfg["score"]["bootstrap"]
+    default = {p["method"]: p for p in policies if p["ablation"] == "default"}
+    out = []
+    if "sft" in default:
+        for size, b in best_of.items():
+            diff = default["sft"]["values"] - b["per_prompt"][None, :]
+            lo, hi = paired.two_way_ci(diff, boot["samples"], boot["confidence"], boot["seed"])
+            out.append(dict(a="sft", b=f"best-of-{size}", metric="true reward", value=float(diff.mean()), ci=(lo, hi)))
+    for method in QUANTILE_METHODS:
+        mine, rpo = default.get(method), default.get("rpo")
+        if mine is None or rpo is None or mine["seeds"] != rpo["seeds"]:
+            continue
+        if not (np.isfinite(mine["regret_b"]).all() and np.isfinite(rpo["regret_b"]).all()):
+            continue  # a KL past the trusted curve has no regret
+        diff_b = mine["regret_b"] - rpo["regret_b"]  # the same seed and prompt resamples (same shapes, same seed)
+        value = float(mine["regret"] - rpo["regret"])
+        out.append(
+            dict(
+                a=method,
+                b="rpo",
+                metric="KL-matched regret",
+                value=value,
+                ci=paired.percentile(diff_b, boot["confidence"]),
+            )
         )
     return out
 

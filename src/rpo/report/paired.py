@@ -6,7 +6,8 @@ difference matrix d[s, p]. Its mean's interval resamples seeds and prompts indep
 two-way bootstrap: seeds and prompts are both random draws, and every seed sees the same prompts, so the prompt
 draw does not average out over seeds). The reference (no training seed) is compared with every seed of the other
 side; an ablation run with one seed is compared with the default run of the same seed only, so its interval is the
-bootstrap over prompts of that one seed, like the ablation's own. A comparison is *resolved* when its 95% interval excludes zero.
+bootstrap over prompts of that one seed, like the ablation's own (each ablated method against its own default).
+A comparison is *resolved* when its 95% interval excludes zero.
 """
 
 from __future__ import annotations
@@ -70,12 +71,12 @@ def difference(a: tuple, b: tuple, broadcast: bool = False) -> tuple[list, np.nd
 
 def comparisons(cfg: dict, runs: dict) -> list[tuple[tuple, tuple]]:
     """Which pairs are compared: every default-ablation policy against the reference and every other one (in the
-    config's order), and each ablation's RPO against the default RPO and the reference."""
+    config's order), and each ablation's run of a method against that method's default run and the reference."""
     policies = [(m, "default") for m in [paper.REFERENCE, *cfg["methods"]] if (m, "default") in runs]
     pairs = [(a, b) for b, a in itertools.combinations(policies, 2)]
     for ablation in cfg["ablations"]:
-        if ablation != "default" and ("rpo", ablation) in runs:
-            pairs += [(("rpo", ablation), b) for b in (("rpo", "default"), (paper.REFERENCE, "default")) if b in runs]
+        for method in [m for m in cfg["methods"] if (m, ablation) in runs] if ablation != "default" else []:
+            pairs += [((method, ablation), b) for b in ((method, "default"), (paper.REFERENCE, "default")) if b in runs]
     return pairs
 
 

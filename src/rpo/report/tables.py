@@ -274,6 +274,13 @@ def ablation_table(cfg: dict, inputs: Inputs, name: str) -> Table:
     return Table(name, tidy, header, rows, notes + invalid_verdicts_note(wins))
 
 
+def resolved_text(value: float, ci: tuple) -> str:
+    """A paired difference's verdict: resolved when its interval excludes zero."""
+    if not (ci[0] > 0 or ci[1] < 0):
+        return "no (0 in interval)"
+    return "yes: A > B" if value > 0 else "yes: A < B"
+
+
 def _cell(value, ci=None) -> dict:
     ci = ci or (math.nan, math.nan)
     return dict(value=value, ci_low=ci[0], ci_high=ci[1])
@@ -291,11 +298,11 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
         "Gain over reference",
         "KL to reference",
         "KL-matched regret",
-        "Share of pi*(beta)'s gain (RPO, DRO)",
+        "Share of its target's gain (RPO, DRO: pi*; QRPO: pi*_q)",
         "Seeds",
     ]
     keys = ("reward", "gain", "kl", "regret", "share")
-    rows, tidy, convergence, trust = [], [], [], []
+    rows, tidy, convergence, trust, landmark_rows = [], [], [], [], []
 
     def add(model, row, beta, cells, seeds):
         rows.append(
@@ -333,6 +340,34 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
             cells |= dict(kl=_cell(star["kl"], star["kl_ci"]), regret=_cell(0.0), share=_cell(1.0))
             add(model, "Optimum pi*" + ("" if star["trusted"] else " (untrusted: past log N / 2)"), beta, cells, 1)
             convergence += [(model, beta, *c) for c in star["convergence"]]
+        for beta, star in f["quantile_optimum"].items():
+            cells = dict(reward=_cell(star["reward"], star["reward_ci"]), gain=_cell(star["reward"] - f["reference"]))
+            cells |= dict(kl=_cell(star["kl"], star["kl_ci"]), share=_cell(1.0))
+            cells["regret"] = _cell(optimum.regret_on_curve(f, star["kl"], star["reward"]))
+            untrusted = "" if star["trusted"] else " (untrusted: past log N / 2)"
+            add(model, "Optimum pi*_q of the quantile reward (QRPO's target)" + untrusted, beta, cells, 1)
+        for size, b in f["best_of"].items():
+            cells = dict(reward=_cell(b["reward"], b["reward_ci"]), gain=_cell(b["reward"] - f["reference"]))
+            cells |= dict(kl=_cell(b["kl_bound"]), regret=_cell(b["regret_bound"]))
+            add(
+                model, f"Best-of-{size} of the reference (evaluation only; KL and regret: upper bounds)", None, cells, 1
+            )
+        for m in f["landmarks"]:
+            landmark_rows.append(
+                f"| {model} | {m['a'].upper()} - {m['b'].upper() if m['b'] == 'rpo' else m['b']} | {m['metric']} | "
+                f"{fmt(m['value'], 2, *m['ci'])} | {resolved_text(m['value'], m['ci'])} |"
+            )
+            tidy.append(
+                dict(
+                    model=model,
+                    row=f"{m['a']} - {m['b']}",
+                    metric=f"landmark:{m['metric']}",
+                    value=m["value"],
+                    ci_low=m["ci"][0],
+                    ci_high=m["ci"][1],
+                    seeds=0,
+                )
+            )
         for p in f["policies"]:
             kl = across_seeds(pd.DataFrame(dict(k=0, value=p["kl_seeds"], ci_low=math.nan, ci_high=math.nan)), ["k"])
             kl = kl.iloc[0].to_dict()
@@ -353,11 +388,26 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
         "against the reference. KL: the per-token estimate at the end of training, on the same responses the "
         "reward is measured on. KL-matched regret: the optimum's reward at the policy's own KL (linear along the "
         "trusted part of its curve over beta) minus the policy's; '-' where the policy's KL lies past the trusted "
-        "curve, and no interval where some resamples' KL lies past it. Share of pi*(beta)'s gain: only for RPO and DRO, whose stated target is pi*(beta) at their beta "
-        "(SFT has no beta; KTO's beta is not pi*'s), and only where pi*(beta) is trusted. Cells: mean [95% interval: two-way bootstrap over seeds and "
+        "curve, and no interval where some resamples' KL lies past it. Share of its target's gain: RPO and DRO aim at "
+        "pi*(beta) at their beta, QRPO at pi*_q(beta) = pi_ref exp(q/beta) / Z, q the reward's quantile among the "
+        "prompt's reference samples (SFT has no beta; KTO's beta is not pi*'s); only where that target is trusted. "
+        "Best-of-n: each prompt's reference samples in groups of n, the best by the true reward; its KL is the "
+        "analytic bound log n - (n - 1)/n, and its regret is taken at that bound: the optimum's curve rises with KL, "
+        "so the regret at its true KL is at most that (negative: above the estimated curve, itself biased low by "
+        "the finite N). Cells: mean [95% interval: two-way bootstrap over seeds and "
         "prompts; KL: across seeds]. [V_hat = r ...]: the run's RPO target is identically zero on that share of "
         "its training prompts (one completion under the paper's estimator): nothing there is learned but noise.",
     ]
+    if landmark_rows:
+        notes += [
+            "",
+            "Against the landmarks, paired on the same test prompts (95% interval: two-way bootstrap over seeds and "
+            "prompts; regret differences on the same resamples):",
+            "",
+            "| Model | A - B | Measure | Mean difference [95% interval] | Resolved |",
+            "|---|---|---|---|---|",
+            *landmark_rows,
+        ]
     if trust:
         notes += [
             "",
@@ -399,7 +449,7 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
 
 
 def paired_table(cfg: dict, inputs: Inputs) -> Table:
-    """Every method against the reference and every other method, each ablation against the default RPO and the
+    """Every method against the reference and every other method, each ablated method against its own default and the
     reference: paired per-prompt differences of the sampled true reward on the same prompts and seeds."""
     per_prompt = inputs.per_prompt("sampled_true_reward")
     found = paired.paired_rows(cfg, per_prompt, _model_order(cfg, per_prompt) if len(per_prompt) else [])
@@ -413,7 +463,7 @@ def paired_table(cfg: dict, inputs: Inputs) -> Table:
     for r in found:
         model = r["model"]
         text = f"{name(model, r['a'])} - {name(model, r['b'])}"
-        verdict = ("yes: A > B" if r["value"] > 0 else "yes: A < B") if r["resolved"] else "no (0 in interval)"
+        verdict = resolved_text(r["value"], (r["ci_low"], r["ci_high"]))
         line = [model, text, fmt(r["value"], 2, r["ci_low"], r["ci_high"]), verdict, str(r["seeds"]), str(r["prompts"])]
         (rows if r["split"] == "test" else dev_rows).append(line)
         tidy.append(

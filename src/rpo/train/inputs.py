@@ -1,5 +1,5 @@
 """The training table an objective reads: the training rows with their cached reference log-probs, KTO's KL pairs,
-and the columns the objective's `prepare` adds (V_hat for RPO, desirability for KTO)."""
+and the columns the objective's `prepare` adds (V_hat for RPO, desirability for KTO, quantile rewards for QRPO)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def _reduced(ref: pd.DataFrame, sum_col: str, count_col: str, reduction: str):
     ).numpy()
 
 
-def training_table(cfg: dict, objective, train_path, ref_path, base_train_path=None) -> pd.DataFrame:
+def training_table(
+    cfg: dict, objective, train_path, ref_path, base_train_path=None, ref_rewards_path=None
+) -> pd.DataFrame:
     """The training rows with what the objective reads: cached reference log-probs, KL pairs, its own columns.
 
     The cache is aligned with the full training table (`base_train_path`); an ablation's variant table
@@ -23,7 +25,7 @@ def training_table(cfg: dict, objective, train_path, ref_path, base_train_path=N
     """
     table = pd.read_parquet(train_path)
     if not objective.needs_reference:
-        return objective.prepare(table, cfg)
+        return _prepared(cfg, objective, table, ref_rewards_path)
     if ref_path is None:
         raise ValueError(f"objective '{objective.name}' needs cached reference log-probs (--ref)")
     ref = pd.read_parquet(ref_path)
@@ -44,4 +46,14 @@ def training_table(cfg: dict, objective, train_path, ref_path, base_train_path=N
             kl_response=responses[ref["kl_row"].to_numpy()],
             ref_kl_logp=_reduced(ref, "ref_kl_logp_sum", "kl_n_tokens", reduction),
         )
-    return objective.prepare(table, cfg)
+    return _prepared(cfg, objective, table, ref_rewards_path)
+
+
+def _prepared(cfg: dict, objective, table: pd.DataFrame, ref_rewards_path) -> pd.DataFrame:
+    if not objective.needs_reference_rewards:
+        return objective.prepare(table, cfg)
+    rewards = None if ref_rewards_path is None else pd.read_parquet(ref_rewards_path, columns=["prompt_id", "reward"])
+    try:
+        return objective.prepare(table, cfg, reference_rewards=rewards)
+    except ValueError as exc:
+        raise ValueError(f"{ref_rewards_path or 'the training table'}: {exc}") from exc

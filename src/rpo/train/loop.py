@@ -142,7 +142,15 @@ class Setup:
 
 
 def setup(
-    cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None
+    cfg: dict,
+    cell: dict,
+    init_dir,
+    train_path,
+    ref_path,
+    out_dir,
+    base_train_path=None,
+    eval_path=None,
+    ref_rewards_path=None,
 ) -> Setup:
     cfg = config_lib.for_run(cfg, cell["model"], cell["method"], cell["ablation"])
     spec, tcfg = cfg["models"][cell["model"]], cfg["train"]
@@ -151,7 +159,7 @@ def setup(
     world = acc.num_processes
     if tcfg["batch_size"] % world:
         raise ConfigError(f"config key 'train.batch_size': {tcfg['batch_size']} does not split over {world} processes")
-    table = training_table(cfg, objective, train_path, ref_path, base_train_path)
+    table = training_table(cfg, objective, train_path, ref_path, base_train_path, ref_rewards_path)
     set_seed(cell["seed"])
     model, tokenizer = build.load(init_dir, spec["arch"])
     model.train()
@@ -176,7 +184,7 @@ def setup(
     )
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
-    digests = input_digests(init_dir, train_path, ref_path, base_train_path, eval_path)
+    digests = input_digests(init_dir, train_path, ref_path, base_train_path, eval_path, ref_rewards_path)
     fingerprint = run_fingerprint(cfg, cell, digests)
     state = {"step": 0, "tokens": 0, "wall_time_s": 0.0, "history": [], "kl": [], "run_id": None}
     resumed = checkpoint.resume(ckpt_dir, fingerprint, modules, optimizer, scheduler, say=acc.print)
@@ -323,8 +331,18 @@ def _refuse_non_finite(step: int, loss: float, grad_norm: float) -> None:
     )
 
 
-def train(cfg: dict, cell: dict, init_dir, train_path, ref_path, out_dir, base_train_path=None, eval_path=None) -> dict:
-    s = setup(cfg, cell, init_dir, train_path, ref_path, out_dir, base_train_path, eval_path)
+def train(
+    cfg: dict,
+    cell: dict,
+    init_dir,
+    train_path,
+    ref_path,
+    out_dir,
+    base_train_path=None,
+    eval_path=None,
+    ref_rewards_path=None,
+) -> dict:
+    s = setup(cfg, cell, init_dir, train_path, ref_path, out_dir, base_train_path, eval_path, ref_rewards_path)
     acc = s.acc
     started = time.perf_counter() - s.state["wall_time_s"]
     tags = {"data_md5": s.train_md5, "processes": str(acc.num_processes)}

@@ -8,7 +8,8 @@ per step: no host synchronisation); `inputs` holds tensors of shape [B]:
   value                        DRO only: V_phi(x) from the value model
   policy_kl_logp, ref_kl_logp  KTO only: log-probs of mismatched (prompt, other completion) pairs
   plus the per-row columns the objective's `prepare` added to the training table (`row_fields`).
-`prepare(table, cfg)` runs once over the whole training table before training (no gradient).
+`prepare(table, cfg)` runs once over the whole training table before training (no gradient); an objective that
+declares `needs_reference_rewards` gets `prepare(table, cfg, reference_rewards=frame or None)` (QRPO).
 The equations, and where the authors' released code differs, are in docs/objectives.md.
 """
 
@@ -83,6 +84,51 @@ def rpo_loss(inputs: dict, cfg: dict):
     delta = log_ratio - target
     loss = 0.5 * (delta**2).mean()
     return loss, {"log_ratio": log_ratio.mean().detach(), "residual_abs": delta.abs().mean().detach()}
+
+
+# --- QRPO ------------------------------------------------------------------------------------
+
+
+def quantile_log_partition(beta: float, exact: bool = True) -> float:
+    """log Z for a reward uniform on [0, 1] under the reference: Z = int_0^1 exp(q/beta) dq = beta (exp(1/beta) - 1).
+    `exact=False` is the authors' released simplification log beta + 1/beta, which drops log(1 - exp(-1/beta))."""
+    simplified = math.log(beta) + 1.0 / beta
+    return simplified + math.log(-math.expm1(-1.0 / beta)) if exact else simplified
+
+
+def quantile_rewards(rewards, groups, ref_rewards, ref_groups) -> np.ndarray:
+    """q_i = the share of row i's prompt's reference rewards at or below its reward r_i (groups are prompt keys)."""
+    rewards, groups = np.asarray(rewards, float), np.asarray(groups)
+    ref = pd.DataFrame({"group": np.asarray(ref_groups), "reward": np.asarray(ref_rewards, float)})
+    sorted_by_group = {g: np.sort(part.to_numpy()) for g, part in ref.groupby("group")["reward"]}
+    out = np.empty(len(rewards))
+    for i, (group, reward) in enumerate(zip(groups, rewards)):
+        pool = sorted_by_group[group]
+        out[i] = np.searchsorted(pool, reward, side="right") / len(pool)
+    return out
+
+
+def qrpo_prepare(table, cfg: dict, reference_rewards=None):
+    """The quantile reward of each row against its prompt's reference rewards: K completions per prompt sampled from
+    the reference and scored (`reference_rewards`: prompt_id, reward on the training scale), or, where none were drawn
+    (a dataset without a reward model), the prompt's own completions in the training table."""
+    pool = table if reference_rewards is None else reference_rewards
+    missing = sorted(set(table["prompt_id"]) - set(pool["prompt_id"]))
+    if missing:
+        raise ValueError(
+            f"QRPO: {len(missing)} training prompts have no reference rewards (first: {missing[0]}); rebuild them"
+        )
+    q = quantile_rewards(table["reward"], table["prompt_id"], pool["reward"], pool["prompt_id"])
+    return table.assign(quantile=q)
+
+
+def qrpo_loss(inputs: dict, cfg: dict):
+    """mean( (q - beta log Z - beta h)^2 ), h = log pi_theta - log pi_ref, Z = beta (exp(1/beta) - 1) (QRPO, eq. 8)."""
+    beta = cfg["objective"]["beta"]
+    log_z = quantile_log_partition(beta, cfg["objective"]["qrpo"]["log_z"] == "exact")
+    log_ratio = inputs["policy_logp"] - inputs["ref_logp"]
+    delta = inputs["quantile"].to(log_ratio.dtype) - beta * log_z - beta * log_ratio
+    return (delta**2).mean(), {"log_ratio": log_ratio.mean().detach(), "residual_abs": delta.abs().mean().detach()}
 
 
 # --- DRO ---------------------------------------------------------------------------------------
@@ -185,6 +231,9 @@ class Objective:
     needs_reference: bool = True
     needs_kl_pairs: Callable[[dict], bool] = field(default=lambda cfg: False)
     needs_value_model: bool = False
+    # reference rewards per training prompt, handed to `prepare` (QRPO's quantiles): a file of K reference samples
+    # scored by the true reward where the config draws them, else None (the prompt's own completions)
+    needs_reference_rewards: bool = False
     prepare: Callable = field(default=lambda table, cfg: table)
     row_fields: tuple[str, ...] = ()  # columns of the prepared table the loss reads per row
     # share of prompts of the prepared table whose target is identically zero (None: not defined for the method)
@@ -196,6 +245,7 @@ REGISTRY = {
     "rpo": Objective(
         "rpo", rpo_loss, prepare=rpo_prepare, row_fields=("v_hat",), target_zero_share=rpo_target_zero_share
     ),
+    "qrpo": Objective("qrpo", qrpo_loss, prepare=qrpo_prepare, row_fields=("quantile",), needs_reference_rewards=True),
     "dro": Objective("dro", dro_loss, needs_value_model=True),
     "kto": Objective(
         "kto",
