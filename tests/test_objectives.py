@@ -327,6 +327,8 @@ def test_quantile_reward_counts_ties_as_at_or_below_and_needs_every_prompt():
     assert objectives.qrpo_prepare(table, cfg)["quantile"].tolist() == [0.5, 1.0, 1.0]
     with pytest.raises(ValueError, match="1 training prompts have no reference rewards \\(first: b\\)"):
         objectives.qrpo_prepare(table, cfg, reference_rewards=pool[pool["prompt_id"] == "a"])
+    with pytest.raises(ValueError, match="2 reference rewards are not finite"):  # NaN would sort last, inf first
+        objectives.qrpo_prepare(table, cfg, reference_rewards=pool.assign(reward=[0.0, np.nan, 1.0, np.inf, 0.0, 1.0]))
 
 
 def quantile_bandit(n_candidates=300, k=4000, beta=0.5, seed=3):

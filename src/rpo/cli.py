@@ -252,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def reference_step(name, func, help_text, train_help=None):
+        """A step over one model's reference: its folder, a training table, one output."""
+        p = step(name, func, help_text)
+        p.add_argument("--model", required=True)
+        p.add_argument("--model-dir", required=True)
+        p.add_argument("--train", required=True, help=train_help)
+        p.add_argument("--out", required=True)
+        return p
+
     p = step("config", cmd_config, "validate a config and write it with every default filled in", config=False)
     p.add_argument("--config", nargs="+", help="config YAML, then any overlays (config/paper_released.yaml)")
     p.add_argument("--json", help="config as JSON (what Snakemake resolved, overrides included)")
@@ -286,46 +295,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", help="eval.parquet: its prompts are kept out of pretraining demonstrations")
     p.add_argument("--out-dir", required=True)
 
-    p = step(
+    reference_step(
         "sample-data",
         cmd_sample_data,
         "sample the reference's completions on the training prompts and score "
         "them with the synthetic world's true reward (its training set)",
+        "prepared train.parquet: its prompts are used",
     )
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--train", required=True, help="prepared train.parquet: its prompts are used")
-    p.add_argument("--out", required=True)
 
-    p = step("ref-logprobs", cmd_ref_logprobs, "compute and cache reference log-probs of every training row")
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--train", required=True)
-    p.add_argument("--out", required=True)
+    reference_step("ref-logprobs", cmd_ref_logprobs, "compute and cache reference log-probs of every training row")
 
-    p = step(
+    p = reference_step(
         "reference-samples",
         cmd_reference_samples,
         "draw optimum.samples_per_prompt completions per held-out "
         "prompt from the reference and score them (the sample the KL-regularised optimum is estimated from)",
+        "the model's training table: its reward standardisation",
     )
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
     p.add_argument("--eval", required=True)
-    p.add_argument("--train", required=True, help="the model's training table: its reward standardisation")
-    p.add_argument("--out", required=True)
     p.add_argument("--train-out", help="also draw them for optimum.train_prompts training prompts, into this file")
 
-    p = step(
+    reference_step(
         "reference-rewards",
         cmd_reference_rewards,
         "draw objective.qrpo.ref_samples completions per training prompt from the reference and score them by the "
         "true reward (QRPO's quantile rewards)",
+        "the model's training table: its prompts and reward standardisation",
     )
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--train", required=True, help="the model's training table: its prompts and reward standardisation")
-    p.add_argument("--out", required=True)
 
     p = step("train", cmd_train, "train one (model, method, ablation, seed) cell", cell=True)
     p.add_argument("--init", required=True, help="reference/initial model folder")

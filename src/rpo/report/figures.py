@@ -27,7 +27,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
     that), and every trained policy at its final KL and sampled true reward (95% intervals: two-way bootstrap for the
     reward, across seeds for the KL); hollow markers: a KL past the trusted curve."""
     data = optimum.frontier(cfg, inputs)
-    fig, axes = plt.subplots(1, len(data), figsize=(5.2 * len(data), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(data), figsize=(5.6 * len(data), 5.6), squeeze=False)
     palette = dict(zip(cfg["methods"], sns.color_palette(n_colors=len(cfg["methods"]))))
     for ax, (model, f) in zip(axes[0], data.items()):
         curve = sorted(f["curve"], key=lambda c: c["kl"])
@@ -38,7 +38,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
             ax.plot(
                 [c["kl"] for c in good[-1:] + past],
                 [c["reward"] for c in good[-1:] + past],
-                "k:",
+                ":",
                 lw=1,
                 color="0.6",
                 label=f"optimum past log N / 2 (N = {f['n']}): not trusted",
@@ -60,7 +60,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
             fmt="ks",
             label="reference",
         )
-        for beta, star in f["quantile_optimum"].items():
+        for i, (beta, star) in enumerate(f["quantile_optimum"].items()):
             ax.errorbar(
                 [star["kl"]],
                 [star["reward"]],
@@ -68,7 +68,15 @@ def frontier_figure(cfg: dict, inputs: Inputs):
                 fmt="D",
                 color="0.3",
                 markerfacecolor="white",
-                label=f"pi*_q (QRPO's target, beta {beta:g})",
+                label=None if i else "pi*_q, QRPO's target (q: beta)",
+            )
+            ax.annotate(
+                f"q: {beta:g}",
+                (star["kl"], star["reward"]),
+                fontsize=6,
+                color="0.3",
+                xytext=(4, 3),
+                textcoords="offset points",
             )
         for size, b in f["best_of"].items():
             ax.errorbar(
@@ -105,7 +113,7 @@ def frontier_figure(cfg: dict, inputs: Inputs):
         ax.set_title(model)
         ax.set_xlabel("KL(pi_theta || pi_ref) at the end of training (nats)")
         ax.set_ylabel("true reward, plain samples (test prompts)")
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: never over a point
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)  # below: never over a point
     fig.suptitle(f"Figure 3: reward against KL to the reference, and the KL-regularised optimum (config {cfg['name']})")
     fig.tight_layout()
     return fig

@@ -331,18 +331,9 @@ def _refuse_non_finite(step: int, loss: float, grad_norm: float) -> None:
     )
 
 
-def train(
-    cfg: dict,
-    cell: dict,
-    init_dir,
-    train_path,
-    ref_path,
-    out_dir,
-    base_train_path=None,
-    eval_path=None,
-    ref_rewards_path=None,
-) -> dict:
-    s = setup(cfg, cell, init_dir, train_path, ref_path, out_dir, base_train_path, eval_path, ref_rewards_path)
+def train(cfg: dict, cell: dict, init_dir, train_path, *inputs, **named_inputs) -> dict:
+    """Train one cell; the inputs after the training table are `setup`'s (reference cache, output folder, ...)."""
+    s = setup(cfg, cell, init_dir, train_path, *inputs, **named_inputs)
     acc = s.acc
     started = time.perf_counter() - s.state["wall_time_s"]
     tags = {"data_md5": s.train_md5, "processes": str(acc.num_processes)}

@@ -113,6 +113,9 @@ def qrpo_prepare(table, cfg: dict, reference_rewards=None):
     the reference and scored (`reference_rewards`: prompt_id, reward on the training scale), or, where none were drawn
     (a dataset without a reward model), the prompt's own completions in the training table."""
     pool = table if reference_rewards is None else reference_rewards
+    bad = int((~np.isfinite(pool["reward"].to_numpy(float))).sum())
+    if bad:
+        raise ValueError(f"QRPO: {bad} reference rewards are not finite numbers; rebuild them")
     missing = sorted(set(table["prompt_id"]) - set(pool["prompt_id"]))
     if missing:
         raise ValueError(
