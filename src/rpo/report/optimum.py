@@ -156,6 +156,12 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                 )
             )
         optimum = {c["beta"]: c for c in curve}
+        good = [c for c in curve if c["trusted"]]
+        good_reward = np.array([c["per_prompt"] for c in good]).reshape(len(good), len(prompts))
+        good_kl = np.array([c["kl_per_prompt"] for c in good]).reshape(len(good), len(prompts))
+        max_trusted_kl = max([c["kl"] for c in good], default=0.0)
+        frontier_line = (good_kl.mean(1), good_reward.mean(1), ref_per_prompt.mean())  # optimum_at_kl's curve
+
         quantiles = within_prompt_quantiles(rewards)
         quantile_optimum = {}
         for beta in quantile_betas(cfg):
@@ -168,18 +174,20 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
                 kl_ci=_ci(kl_star, cfg),
                 trusted=trusted(kl_star.mean(), n),
                 per_prompt=best,
+                regret=optimum_at_kl(*frontier_line, kl_star.mean()) - best.mean(),
             )
         best_of = {}
         for size in cfg["optimum"]["best_of"]:
             if (values := best_of_n(raw, size)) is not None:
+                bound = best_of_n_kl_bound(size)
                 best_of[size] = dict(
-                    n=size, reward=values.mean(), reward_ci=_ci(values, cfg), kl_bound=best_of_n_kl_bound(size)
+                    n=size,
+                    reward=values.mean(),
+                    reward_ci=_ci(values, cfg),
+                    kl_bound=bound,
+                    regret_bound=optimum_at_kl(*frontier_line, bound) - values.mean(),
+                    per_prompt=values,
                 )
-                best_of[size]["per_prompt"] = values
-        good = [c for c in curve if c["trusted"]]
-        good_reward = np.array([c["per_prompt"] for c in good]).reshape(len(good), len(prompts))
-        good_kl = np.array([c["kl_per_prompt"] for c in good]).reshape(len(good), len(prompts))
-        max_trusted_kl = max([c["kl"] for c in good], default=0.0)
         runs = paired.matrices(per_prompt, model, "test", prompts)
         policies = []
         for (method, ablation), (seeds, values) in runs.items():
@@ -197,9 +205,7 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
             beyond = bool(kls.mean() > max_trusted_kl)
             regret_b = np.full(len(reward_b), math.nan)
             if not beyond and np.isfinite(kls).all():
-                regret = optimum_at_kl(good_kl.mean(1), good_reward.mean(1), ref_per_prompt.mean(), kls.mean()) - (
-                    values.mean()
-                )
+                regret = optimum_at_kl(*frontier_line, kls.mean()) - values.mean()
                 curve_kl_b = np.stack([good_kl[:, idx].mean(1) for idx in prompt_idx])
                 curve_reward_b = np.stack([good_reward[:, idx].mean(1) for idx in prompt_idx])
                 kl_b = kls[seed_idx].mean(1)
@@ -254,16 +260,7 @@ def frontier(cfg: dict, inputs: Inputs) -> dict:
             best_of=best_of,
             landmarks=landmarks(cfg, policies, best_of),
         )
-        for b in best_of.values():
-            b["regret_bound"] = regret_on_curve(out[model], b["kl_bound"], b["reward"])
     return out
-
-
-def regret_on_curve(f: dict, kl: float, reward: float) -> float:
-    """The optimum's reward at `kl` along a model's trusted curve (see `optimum_at_kl`) minus `reward`."""
-    good = [c for c in f["curve"] if c["trusted"]]
-    curve_kl, curve_reward = np.array([c["kl"] for c in good]), np.array([c["reward"] for c in good])
-    return optimum_at_kl(curve_kl, curve_reward, f["reference"], kl) - reward
 
 
 def quantile_betas(cfg: dict) -> list[float]:

@@ -343,7 +343,7 @@ def optimum_table(cfg: dict, inputs: Inputs) -> Table:
         for beta, star in f["quantile_optimum"].items():
             cells = dict(reward=_cell(star["reward"], star["reward_ci"]), gain=_cell(star["reward"] - f["reference"]))
             cells |= dict(kl=_cell(star["kl"], star["kl_ci"]), share=_cell(1.0))
-            cells["regret"] = _cell(optimum.regret_on_curve(f, star["kl"], star["reward"]))
+            cells["regret"] = _cell(star["regret"])
             untrusted = "" if star["trusted"] else " (untrusted: past log N / 2)"
             add(model, "Optimum pi*_q of the quantile reward (QRPO's target)" + untrusted, beta, cells, 1)
         for size, b in f["best_of"].items():
