@@ -126,7 +126,7 @@ def qrpo_prepare(table, cfg: dict, reference_rewards=None):
 
 
 def qrpo_loss(inputs: dict, cfg: dict):
-    """mean( (q - beta log Z - beta h)^2 ), h = log pi_theta - log pi_ref, Z = beta (exp(1/beta) - 1) (QRPO, eq. 8)."""
+    """mean( (q - beta log Z - beta h)^2 ), h = log pi_theta - log pi_ref, Z = beta (exp(1/beta) - 1) (Matrenok et al. 2025)."""
     beta = cfg["objective"]["beta"]
     log_z = quantile_log_partition(beta, cfg["objective"]["qrpo"]["log_z"] == "exact")
     log_ratio = inputs["policy_logp"] - inputs["ref_logp"]
